@@ -1,0 +1,325 @@
+//! The content-addressed blob store: `blobs/<algorithm>/<hex>` under the store root.
+//!
+//! A blob becomes visible only by `rename` from `ingest/` after its bytes were hashed while
+//! being written, compared with the expected digest and size, and fsynced. A crash at any
+//! point leaves at most an orphaned ingest file, never a wrong or partial blob.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::store::StoreError;
+
+/// Bytes read or written per system call when streaming blobs.
+pub const COPY_BUFFER: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    blobs: PathBuf,
+    ingest: PathBuf,
+}
+
+/// What a writer must produce; `None` fields are learned from the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    pub digest: Option<Digest>,
+    pub size: Option<u64>,
+}
+
+impl Expected {
+    pub fn digest(digest: Digest, size: Option<u64>) -> Expected {
+        Expected {
+            digest: Some(digest),
+            size,
+        }
+    }
+}
+
+impl BlobStore {
+    pub(crate) fn open(root: &Path) -> Result<BlobStore, StoreError> {
+        let blobs = root.join("blobs");
+        let ingest = root.join("ingest");
+        for dir in [&blobs, &ingest] {
+            fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        }
+        Ok(BlobStore { blobs, ingest })
+    }
+
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.blobs.join(digest.algorithm().name()).join(digest.hex())
+    }
+
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path(digest).is_file()
+    }
+
+    pub fn size(&self, digest: &Digest) -> Result<u64, StoreError> {
+        let path = self.path(digest);
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::BlobNotFound(digest.clone()))
+            }
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    pub fn open_blob(&self, digest: &Digest) -> Result<File, StoreError> {
+        let path = self.path(digest);
+        File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::BlobNotFound(digest.clone()),
+            _ => StoreError::io(&path, e),
+        })
+    }
+
+    /// Reads a small blob (a manifest or config) whole, refusing anything above `limit`.
+    pub fn read_small(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, StoreError> {
+        let size = self.size(digest)?;
+        if size > limit {
+            return Err(StoreError::TooLarge {
+                digest: digest.clone(),
+                size,
+                limit,
+            });
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        self.open_blob(digest)?
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| StoreError::io(self.path(digest), e))?;
+        Ok(bytes)
+    }
+
+    /// Starts writing a blob. Nothing is visible until [`BlobWriter::commit`].
+    pub fn writer(&self, expected: Expected) -> Result<BlobWriter, StoreError> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed),
+            time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+        );
+        let path = self.ingest.join(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        // The lock tells `prune` this ingest file belongs to a live writer; the kernel
+        // drops it when the process dies, however it dies.
+        file.try_lock().map_err(|e| {
+            StoreError::io(&path, io::Error::other(format!("locking ingest file: {e}")))
+        })?;
+        let algorithm = expected
+            .digest
+            .as_ref()
+            .map_or(Algorithm::Sha256, |d| d.algorithm());
+        Ok(BlobWriter {
+            store: self.clone(),
+            temp: Some(path),
+            file: Some(file),
+            hasher: Some(algorithm.hasher()),
+            written: 0,
+            expected,
+        })
+    }
+
+    /// Writes a whole in-memory blob, verifying it when a digest is expected.
+    pub fn put_bytes(&self, bytes: &[u8], expected: Expected) -> Result<Digest, StoreError> {
+        if let Some(d) = &expected.digest {
+            if self.contains(d) {
+                // Still verify: a caller handing over wrong bytes must hear about it.
+                let actual = Digest::of_bytes(d.algorithm(), bytes);
+                if &actual != d {
+                    return Err(StoreError::DigestMismatch {
+                        expected: d.clone(),
+                        actual,
+                    });
+                }
+                return Ok(actual);
+            }
+        }
+        let mut w = self.writer(expected)?;
+        w.write_all(bytes).map_err(|e| StoreError::io(w.temp_path(), e))?;
+        w.commit()
+    }
+
+    /// Streams `reader` into the store, verifying it against `expected`.
+    pub fn put_reader(
+        &self,
+        reader: &mut dyn Read,
+        expected: Expected,
+    ) -> Result<(Digest, u64), StoreError> {
+        let mut w = self.writer(expected)?;
+        let mut buf = vec![0u8; COPY_BUFFER];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::Read(e)),
+            };
+            w.write_all(&buf[..n]).map_err(|e| StoreError::io(w.temp_path(), e))?;
+        }
+        let size = w.written();
+        Ok((w.commit()?, size))
+    }
+
+    pub fn remove(&self, digest: &Digest) -> Result<(), StoreError> {
+        let path = self.path(digest);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    /// Every committed blob. Files that are not named like a digest are skipped.
+    pub fn list(&self) -> Result<Vec<Digest>, StoreError> {
+        let mut out = Vec::new();
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+            let dir = self.blobs.join(algorithm.name());
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io(&dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+                let name = entry.file_name();
+                if let Some(name) = name.to_str() {
+                    if let Ok(d) = Digest::parse(&format!("{algorithm}:{name}")) {
+                        out.push(d);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes ingest files left by writers that died (their lock is free). Files of live
+    /// writers are locked and left alone. Returns how many were removed.
+    pub fn remove_abandoned_ingests(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let entries = fs::read_dir(&self.ingest).map_err(|e| StoreError::io(&self.ingest, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&self.ingest, e))?;
+            let path = entry.path();
+            let Ok(file) = OpenOptions::new().write(true).open(&path) else {
+                continue;
+            };
+            if file.try_lock().is_ok() && fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn blob_dir(&self, algorithm: Algorithm) -> PathBuf {
+        self.blobs.join(algorithm.name())
+    }
+}
+
+/// A blob being written. Hashes as it goes; dropping it without `commit` discards it.
+pub struct BlobWriter {
+    store: BlobStore,
+    temp: Option<PathBuf>,
+    file: Option<File>,
+    hasher: Option<Hasher>,
+    written: u64,
+    expected: Expected,
+}
+
+impl BlobWriter {
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn temp_path(&self) -> PathBuf {
+        self.temp.clone().unwrap_or_default()
+    }
+
+    /// Verifies the bytes against what was expected and makes the blob visible atomically.
+    /// On a mismatch the bytes are discarded and the error names both digests.
+    pub fn commit(mut self) -> Result<Digest, StoreError> {
+        let temp = self.temp_path();
+        let (Some(file), Some(hasher)) = (self.file.take(), self.hasher.take()) else {
+            return Err(StoreError::io(&temp, io::Error::other("writer already finished")));
+        };
+        let actual = hasher.finish();
+        if let Some(size) = self.expected.size {
+            if size != self.written {
+                return Err(StoreError::SizeMismatch {
+                    digest: self.expected.digest.clone().unwrap_or(actual),
+                    expected: size,
+                    actual: self.written,
+                });
+            }
+        }
+        if let Some(expected) = &self.expected.digest {
+            if expected != &actual {
+                return Err(StoreError::DigestMismatch {
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
+        let target = self.store.path(&actual);
+        if target.is_file() {
+            // Already present (content-addressed, so identical): nothing to publish.
+            return Ok(actual);
+        }
+        file.sync_all().map_err(|e| StoreError::io(&temp, e))?;
+        drop(file);
+        let dir = self.store.blob_dir(actual.algorithm());
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        fs::rename(&temp, &target).map_err(|e| StoreError::io(&target, e))?;
+        self.temp = None;
+        sync_dir(&dir)?;
+        Ok(actual)
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let (Some(file), Some(hasher)) = (self.file.as_mut(), self.hasher.as_mut()) else {
+            return Err(io::Error::other("blob writer already finished"));
+        };
+        if let Some(limit) = self.expected.size {
+            if self.written + buf.len() as u64 > limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("blob is larger than its declared size of {limit} bytes"),
+                ));
+            }
+        }
+        let n = file.write(buf)?;
+        hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = fs::remove_file(temp);
+        }
+    }
+}
+
+/// Makes a rename durable: the directory entry itself must reach the disk.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
+}
