@@ -55,9 +55,13 @@ pub struct Digest {
 pub enum DigestError {
     #[error("invalid digest {input:?}: missing \"algorithm:\" prefix (expected sha256:<64 hex> or sha512:<128 hex>)")]
     MissingAlgorithm { input: String },
-    #[error("invalid digest {input:?}: unsupported algorithm {algorithm:?} (supported: sha256, sha512)")]
+    #[error(
+        "invalid digest {input:?}: unsupported algorithm {algorithm:?} (supported: sha256, sha512)"
+    )]
     UnsupportedAlgorithm { input: String, algorithm: String },
-    #[error("invalid digest {input:?}: {algorithm} needs {expected} hex characters, found {found}")]
+    #[error(
+        "invalid digest {input:?}: {algorithm} needs {expected} hex characters, found {found}"
+    )]
     WrongLength {
         input: String,
         algorithm: Algorithm,
@@ -254,7 +258,10 @@ mod tests {
     fn rejects_malformed_digests_naming_the_problem() {
         let cases = [
             ("e3b0c44298fc", "missing \"algorithm:\""),
-            ("md5:d41d8cd98f00b204e9800998ecf8427e", "unsupported algorithm \"md5\""),
+            (
+                "md5:d41d8cd98f00b204e9800998ecf8427e",
+                "unsupported algorithm \"md5\"",
+            ),
             ("sha256:abc", "needs 64 hex characters, found 3"),
             (
                 "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",

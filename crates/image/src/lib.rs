@@ -11,3 +11,4 @@ pub use digest::{Algorithm, Digest, DigestError};
 pub use model::{Compression, Document, ModelError, Platform};
 pub use reference::{Reference, ReferenceError};
 pub use store::{Found, Image, ImageStore, StoreError, Target};
+pub mod transfer;

@@ -73,8 +73,8 @@ pub enum ModelError {
 /// A manifest-level document: what a reference or an index entry points at.
 #[derive(Debug, Clone)]
 pub enum Document {
-    Manifest(ImageManifest),
-    Index(ImageIndex),
+    Manifest(Box<ImageManifest>),
+    Index(Box<ImageIndex>),
 }
 
 pub fn is_manifest_media_type(media_type: &str) -> bool {
@@ -139,16 +139,15 @@ impl Document {
             None => return Err(ModelError::Unclassifiable),
         };
         if is_index {
-            let index: ImageIndex = serde_json::from_value(value).map_err(|source| {
-                ModelError::Invalid {
+            let index: ImageIndex =
+                serde_json::from_value(value).map_err(|source| ModelError::Invalid {
                     what: "image index",
                     source,
-                }
-            })?;
+                })?;
             for d in index.manifests() {
                 descriptor_digest(d)?;
             }
-            Ok(Document::Index(index))
+            Ok(Document::Index(Box::new(index)))
         } else {
             let manifest: ImageManifest =
                 serde_json::from_value(value).map_err(|source| ModelError::Invalid {
@@ -159,7 +158,7 @@ impl Document {
             for d in manifest.layers() {
                 descriptor_digest(d)?;
             }
-            Ok(Document::Manifest(manifest))
+            Ok(Document::Manifest(Box::new(manifest)))
         }
     }
 
@@ -283,7 +282,9 @@ impl Platform {
     /// Whether an index entry's platform satisfies this one. A missing variant on either side
     /// matches, except that arm64's implicit variant is v8, as containerd's matcher treats it.
     pub fn matches(&self, other: &oci_spec::image::Platform) -> bool {
-        if self.os != other.os().to_string() || self.architecture != other.architecture().to_string() {
+        if self.os != other.os().to_string()
+            || self.architecture != other.architecture().to_string()
+        {
             return false;
         }
         let norm = |v: Option<&str>| -> Option<String> {
@@ -292,7 +293,10 @@ impl Platform {
                 (_, v) => v.map(str::to_string),
             }
         };
-        match (norm(self.variant.as_deref()), norm(other.variant().as_deref())) {
+        match (
+            norm(self.variant.as_deref()),
+            norm(other.variant().as_deref()),
+        ) {
             (Some(a), Some(b)) => a == b,
             _ => true,
         }
@@ -335,19 +339,32 @@ mod tests {
                 r#"{{"schemaVersion":2,"mediaType":"{m}","manifests":[{{"mediaType":"{}","digest":"{D}","size":2,"platform":{{"os":"linux","architecture":"arm64"}}}}]}}"#,
                 mt::OCI_MANIFEST
             );
-            assert!(matches!(Document::parse(doc.as_bytes(), None), Ok(Document::Index(_))));
+            assert!(matches!(
+                Document::parse(doc.as_bytes(), None),
+                Ok(Document::Index(_))
+            ));
         }
         // No mediaType at all: classified by shape.
-        let bare = format!(r#"{{"schemaVersion":2,"config":{{"mediaType":"{}","digest":"{D}","size":2}},"layers":[]}}"#, mt::OCI_CONFIG);
-        assert!(matches!(Document::parse(bare.as_bytes(), None), Ok(Document::Manifest(_))));
+        let bare = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"{}","digest":"{D}","size":2}},"layers":[]}}"#,
+            mt::OCI_CONFIG
+        );
+        assert!(matches!(
+            Document::parse(bare.as_bytes(), None),
+            Ok(Document::Manifest(_))
+        ));
     }
 
     #[test]
     fn refuses_schema1_and_garbage_with_clear_errors() {
         let s1 = r#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[]}"#;
-        let err = Document::parse(s1.as_bytes(), None).expect_err("schema1").to_string();
+        let err = Document::parse(s1.as_bytes(), None)
+            .expect_err("schema1")
+            .to_string();
         assert!(err.contains("schema 1"), "{err}");
-        let err = Document::parse(b"{}", Some(mt::DOCKER_SCHEMA1_SIGNED)).expect_err("s1").to_string();
+        let err = Document::parse(b"{}", Some(mt::DOCKER_SCHEMA1_SIGNED))
+            .expect_err("s1")
+            .to_string();
         assert!(err.contains("schema 1"), "{err}");
         let cases: [(&[u8], &str); 6] = [
             (b"not json", "not valid JSON"),
@@ -371,10 +388,22 @@ mod tests {
 
     #[test]
     fn layer_compression_from_media_type_and_magic() {
-        assert_eq!(Compression::of_layer_media_type(mt::OCI_LAYER_GZIP), Some(Compression::Gzip));
-        assert_eq!(Compression::of_layer_media_type(mt::DOCKER_LAYER_GZIP), Some(Compression::Gzip));
-        assert_eq!(Compression::of_layer_media_type(mt::OCI_LAYER_ZSTD), Some(Compression::Zstd));
-        assert_eq!(Compression::of_layer_media_type(mt::OCI_LAYER), Some(Compression::None));
+        assert_eq!(
+            Compression::of_layer_media_type(mt::OCI_LAYER_GZIP),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(
+            Compression::of_layer_media_type(mt::DOCKER_LAYER_GZIP),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(
+            Compression::of_layer_media_type(mt::OCI_LAYER_ZSTD),
+            Some(Compression::Zstd)
+        );
+        assert_eq!(
+            Compression::of_layer_media_type(mt::OCI_LAYER),
+            Some(Compression::None)
+        );
         assert_eq!(Compression::of_layer_media_type("text/plain"), None);
         assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
         assert_eq!(Compression::sniff(b"ustar"), Compression::None);
@@ -384,17 +413,31 @@ mod tests {
     fn platforms_parse_and_match() {
         let p = Platform::parse("linux/arm64/v8").expect("valid");
         assert_eq!(p.to_string(), "linux/arm64/v8");
-        assert_eq!(Platform::parse("linux/x86_64").expect("valid").architecture, "amd64");
-        for bad in ["linux", "linux/", "/amd64", "linux/amd64/v8/x", "Linux/amd64"] {
+        assert_eq!(
+            Platform::parse("linux/x86_64").expect("valid").architecture,
+            "amd64"
+        );
+        for bad in [
+            "linux",
+            "linux/",
+            "/amd64",
+            "linux/amd64/v8/x",
+            "Linux/amd64",
+        ] {
             assert!(Platform::parse(bad).is_err(), "{bad}");
         }
         let entry: oci_spec::image::Platform =
             serde_json::from_str(r#"{"os":"linux","architecture":"arm64"}"#).expect("json");
         assert!(p.matches(&entry));
-        assert!(Platform::parse("linux/arm64").expect("valid").matches(&entry));
-        assert!(!Platform::parse("linux/amd64").expect("valid").matches(&entry));
+        assert!(Platform::parse("linux/arm64")
+            .expect("valid")
+            .matches(&entry));
+        assert!(!Platform::parse("linux/amd64")
+            .expect("valid")
+            .matches(&entry));
         let v7: oci_spec::image::Platform =
-            serde_json::from_str(r#"{"os":"linux","architecture":"arm","variant":"v7"}"#).expect("json");
+            serde_json::from_str(r#"{"os":"linux","architecture":"arm","variant":"v7"}"#)
+                .expect("json");
         assert!(!Platform::parse("linux/arm/v6").expect("valid").matches(&v7));
     }
 }

@@ -280,7 +280,9 @@ pub fn is_valid_tag(tag: &str) -> bool {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     match bytes.split_first() {
         Some((&first, rest)) => {
-            word(first) && rest.len() <= 127 && rest.iter().all(|&b| word(b) || b == b'.' || b == b'-')
+            word(first)
+                && rest.len() <= 127
+                && rest.iter().all(|&b| word(b) || b == b'.' || b == b'-')
         }
         None => false,
     }
@@ -292,10 +294,7 @@ fn split_docker_domain(name: &str) -> (String, String) {
     let (domain, path) = match name.split_once('/') {
         None => (DEFAULT_DOMAIN, name),
         Some((first, rest)) => {
-            if first == "localhost"
-                || first.contains(['.', ':'])
-                || first.to_lowercase() != first
-            {
+            if first == "localhost" || first.contains(['.', ':']) || first.to_lowercase() != first {
                 let domain = if first == LEGACY_DEFAULT_DOMAIN {
                     DEFAULT_DOMAIN
                 } else {
@@ -380,7 +379,8 @@ fn is_valid_path_component(c: &str) -> bool {
             i += 1;
         }
         let sep = &c[sep_start..i];
-        let ok = matches!(sep, "." | "_" | "__") || (!sep.is_empty() && sep.bytes().all(|x| x == b'-'));
+        let ok =
+            matches!(sep, "." | "_" | "__") || (!sep.is_empty() && sep.bytes().all(|x| x == b'-'));
         if !ok {
             return false;
         }
@@ -403,27 +403,66 @@ mod tests {
             ("nginx:1.25".into(), ok("docker.io/library/nginx:1.25")),
             ("nginx:latest".into(), ok("docker.io/library/nginx:latest")),
             ("my-app:1.0".into(), ok("docker.io/library/my-app:1.0")),
-            ("myregistry.com/my-app:1.0".into(), ok("myregistry.com/my-app:1.0")),
+            (
+                "myregistry.com/my-app:1.0".into(),
+                ok("myregistry.com/my-app:1.0"),
+            ),
             ("localhost:5000/x".into(), ok("localhost:5000/x:latest")),
             ("localhost/x".into(), ok("localhost/x:latest")),
-            ("localhost:5000/a/b/c:v1".into(), ok("localhost:5000/a/b/c:v1")),
-            ("library/busybox".into(), ok("docker.io/library/busybox:latest")),
-            ("docker.io/busybox".into(), ok("docker.io/library/busybox:latest")),
-            ("index.docker.io/busybox".into(), ok("docker.io/library/busybox:latest")),
-            ("index.docker.io/foo/bar".into(), ok("docker.io/foo/bar:latest")),
-            ("docker.io/library/busybox:1.36".into(), ok("docker.io/library/busybox:1.36")),
-            ("dmcgowan/myapp".into(), ok("docker.io/dmcgowan/myapp:latest")),
+            (
+                "localhost:5000/a/b/c:v1".into(),
+                ok("localhost:5000/a/b/c:v1"),
+            ),
+            (
+                "library/busybox".into(),
+                ok("docker.io/library/busybox:latest"),
+            ),
+            (
+                "docker.io/busybox".into(),
+                ok("docker.io/library/busybox:latest"),
+            ),
+            (
+                "index.docker.io/busybox".into(),
+                ok("docker.io/library/busybox:latest"),
+            ),
+            (
+                "index.docker.io/foo/bar".into(),
+                ok("docker.io/foo/bar:latest"),
+            ),
+            (
+                "docker.io/library/busybox:1.36".into(),
+                ok("docker.io/library/busybox:1.36"),
+            ),
+            (
+                "dmcgowan/myapp".into(),
+                ok("docker.io/dmcgowan/myapp:latest"),
+            ),
             ("foo/bar/baz".into(), ok("docker.io/foo/bar/baz:latest")),
             ("gcr.io/project/app:v2".into(), ok("gcr.io/project/app:v2")),
-            ("registry.k8s.io/pause:3.9".into(), ok("registry.k8s.io/pause:3.9")),
-            ("quay.io/coreos/etcd:v3.5.9".into(), ok("quay.io/coreos/etcd:v3.5.9")),
-            ("example.com:8080/team/app".into(), ok("example.com:8080/team/app:latest")),
-            ("127.0.0.1:5000/app:dev".into(), ok("127.0.0.1:5000/app:dev")),
+            (
+                "registry.k8s.io/pause:3.9".into(),
+                ok("registry.k8s.io/pause:3.9"),
+            ),
+            (
+                "quay.io/coreos/etcd:v3.5.9".into(),
+                ok("quay.io/coreos/etcd:v3.5.9"),
+            ),
+            (
+                "example.com:8080/team/app".into(),
+                ok("example.com:8080/team/app:latest"),
+            ),
+            (
+                "127.0.0.1:5000/app:dev".into(),
+                ok("127.0.0.1:5000/app:dev"),
+            ),
             ("[::1]:5000/app".into(), ok("[::1]:5000/app:latest")),
             ("[fe80::1]/app".into(), ok("[fe80::1]/app:latest")),
             ("foo:5000/bar".into(), ok("foo:5000/bar:latest")),
             // A bare host:port is a name with a tag, as in docker.
-            ("localhost:5000".into(), ok("docker.io/library/localhost:5000")),
+            (
+                "localhost:5000".into(),
+                ok("docker.io/library/localhost:5000"),
+            ),
             ("Foo/bar".into(), ok("Foo/bar:latest")),
             ("EXAMPLE.com/app".into(), ok("EXAMPLE.com/app:latest")),
             // Separators inside path components.
@@ -433,45 +472,88 @@ mod tests {
             ("foo---bar".into(), ok("docker.io/library/foo---bar:latest")),
             ("foo.bar/baz".into(), ok("foo.bar/baz:latest")),
             ("ns/foo.bar".into(), ok("docker.io/ns/foo.bar:latest")),
-            ("sub-domain.example.com/app".into(), ok("sub-domain.example.com/app:latest")),
+            (
+                "sub-domain.example.com/app".into(),
+                ok("sub-domain.example.com/app:latest"),
+            ),
             // Tags.
             ("app:_x".into(), ok("docker.io/library/app:_x")),
-            ("app:V1.2.3-rc.1".into(), ok("docker.io/library/app:V1.2.3-rc.1")),
-            (format!("app:{}", "a".repeat(128)), Ok(format!("docker.io/library/app:{}", "a".repeat(128)))),
+            (
+                "app:V1.2.3-rc.1".into(),
+                ok("docker.io/library/app:V1.2.3-rc.1"),
+            ),
+            (
+                format!("app:{}", "a".repeat(128)),
+                Ok(format!("docker.io/library/app:{}", "a".repeat(128))),
+            ),
             // Digests: name@digest and name:tag@digest (pulled by digest, tag kept).
-            (format!("busybox@{D256}"), Ok(format!("docker.io/library/busybox@{D256}"))),
-            (format!("busybox:1.36@{D256}"), Ok(format!("docker.io/library/busybox:1.36@{D256}"))),
-            (format!("localhost:5000/app@{D512}"), Ok(format!("localhost:5000/app@{D512}"))),
+            (
+                format!("busybox@{D256}"),
+                Ok(format!("docker.io/library/busybox@{D256}")),
+            ),
+            (
+                format!("busybox:1.36@{D256}"),
+                Ok(format!("docker.io/library/busybox:1.36@{D256}")),
+            ),
+            (
+                format!("localhost:5000/app@{D512}"),
+                Ok(format!("localhost:5000/app@{D512}")),
+            ),
             // Malformed input.
             ("".into(), Err("empty reference")),
             ("busybox:".into(), Err("invalid tag \"\"")),
-            ("busybox:-bad".into(), Err("invalid tag \"-bad\": must match [a-zA-Z0-9_]")),
+            (
+                "busybox:-bad".into(),
+                Err("invalid tag \"-bad\": must match [a-zA-Z0-9_]"),
+            ),
             ("busybox:.bad".into(), Err("invalid tag \".bad\"")),
-            ("busybox:a/b".into(), Err("invalid registry host \"busybox:a\"")),
+            (
+                "busybox:a/b".into(),
+                Err("invalid registry host \"busybox:a\""),
+            ),
             ("busybox:tag with space".into(), Err("invalid tag")),
             (format!("app:{}", "a".repeat(129)), Err("invalid tag")),
-            ("Busybox".into(), Err("repository name (library/Busybox) must be lowercase")),
+            (
+                "Busybox".into(),
+                Err("repository name (library/Busybox) must be lowercase"),
+            ),
             ("docker.io/Foo/bar".into(), Err("must be lowercase")),
             ("localhost:5000/App".into(), Err("must be lowercase")),
             (":tag".into(), Err("empty repository name")),
             (format!("@{D256}"), Err("empty repository name")),
-            ("busybox@sha256:abc".into(), Err("needs 64 hex characters, found 3")),
-            ("busybox@md5:d41d8cd98f00b204e9800998ecf8427e".into(), Err("unsupported algorithm \"md5\"")),
+            (
+                "busybox@sha256:abc".into(),
+                Err("needs 64 hex characters, found 3"),
+            ),
+            (
+                "busybox@md5:d41d8cd98f00b204e9800998ecf8427e".into(),
+                Err("unsupported algorithm \"md5\""),
+            ),
             ("busybox@".into(), Err("missing \"algorithm:\"")),
             (
-                "busybox@sha256:7CC4B5AEFD1D0CADF8D97D4350462BA51C694EBCA145B08D7D41B41ACC8DB5AA".into(),
+                "busybox@sha256:7CC4B5AEFD1D0CADF8D97D4350462BA51C694EBCA145B08D7D41B41ACC8DB5AA"
+                    .into(),
                 Err("lowercase hex"),
             ),
             ("-foo".into(), Err("invalid path component \"-foo\"")),
             ("foo-".into(), Err("invalid path component \"foo-\"")),
-            ("foo..bar".into(), Err("invalid path component \"foo..bar\"")),
+            (
+                "foo..bar".into(),
+                Err("invalid path component \"foo..bar\""),
+            ),
             ("foo___bar".into(), Err("invalid path component")),
             ("foo//bar".into(), Err("invalid path component \"\"")),
             ("foo/".into(), Err("invalid path component \"\"")),
             ("/foo".into(), Err("invalid path component \"\"")),
             ("foo bar".into(), Err("invalid path component \"foo bar\"")),
-            ("-example.com/app".into(), Err("invalid registry host \"-example.com\"")),
-            ("example.com:/app".into(), Err("invalid registry host \"example.com:\"")),
+            (
+                "-example.com/app".into(),
+                Err("invalid registry host \"-example.com\""),
+            ),
+            (
+                "example.com:/app".into(),
+                Err("invalid registry host \"example.com:\""),
+            ),
             ("example.com:port/app".into(), Err("invalid registry host")),
             ("exa_mple.com/app".into(), Err("invalid registry host")),
             ("[::1/app".into(), Err("invalid registry host")),
@@ -481,13 +563,19 @@ mod tests {
                 "7cc4b5aefd1d0cadf8d97d4350462ba51c694ebca145b08d7d41b41acc8db5aa".into(),
                 Err("cannot specify 64-byte hexadecimal strings"),
             ),
-            (format!("a/{}", "b".repeat(255)), Err("must not be more than 255 characters")),
+            (
+                format!("a/{}", "b".repeat(255)),
+                Err("must not be more than 255 characters"),
+            ),
             ("app@sha256:1@sha256:2".into(), Err("invalid digest")),
             ("ns/app:1:2".into(), Err("invalid path component \"app:1\"")),
         ];
         // Exactly at the length limit is still valid.
         let long = "b".repeat(253);
-        v.push((format!("a/{long}"), Ok(format!("docker.io/a/{long}:latest"))));
+        v.push((
+            format!("a/{long}"),
+            Ok(format!("docker.io/a/{long}:latest")),
+        ));
         v
     }
 
@@ -501,7 +589,10 @@ mod tests {
                 (Ok(g), Ok(w)) => assert_eq!(g, w, "input {input:?}"),
                 (Err(e), Err(w)) => {
                     let msg = e.to_string();
-                    assert!(msg.contains(w), "input {input:?}: error {msg:?} lacks {w:?}");
+                    assert!(
+                        msg.contains(w),
+                        "input {input:?}: error {msg:?} lacks {w:?}"
+                    );
                 }
                 _ => panic!("input {input:?}: got {got:?}, want {want:?}"),
             }
@@ -531,10 +622,16 @@ mod tests {
         let r = Reference::parse_normalized(&format!("busybox:1.36@{D256}")).expect("valid");
         assert_eq!(r.tag(), Some("1.36"));
         assert!(matches!(r.resolvable(), ResolveBy::Digest(d) if d.to_string() == D256));
-        assert_eq!(r.store_key().to_string(), format!("docker.io/library/busybox@{D256}"));
+        assert_eq!(
+            r.store_key().to_string(),
+            format!("docker.io/library/busybox@{D256}")
+        );
         let plain = Reference::parse_normalized("busybox").expect("valid");
         assert_eq!(plain.resolvable(), ResolveBy::Tag("latest"));
-        assert_eq!(plain.store_key().to_string(), "docker.io/library/busybox:latest");
+        assert_eq!(
+            plain.store_key().to_string(),
+            "docker.io/library/busybox:latest"
+        );
     }
 
     #[test]

@@ -1,1 +1,60 @@
-fn main() {}
+//! The `kiln` command line.
+
+mod gotemplate;
+mod humanize;
+mod image_cmd;
+mod inspect;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Build, store, ship and run container images"
+)]
+struct Cli {
+    /// Root directory of the local image store [default: /var/lib/kiln for root, else
+    /// $XDG_DATA_HOME/kiln]
+    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage images in the local store
+    #[command(subcommand)]
+    Image(image_cmd::ImageCommand),
+    /// List images
+    Images(image_cmd::ListArgs),
+    /// Give an image another name: kiln tag SOURCE[:TAG] TARGET[:TAG]
+    Tag(image_cmd::TagArgs),
+    /// Remove image names (and the images no name reaches any more)
+    Rmi(image_cmd::RemoveArgs),
+    /// Show images' details as JSON, or through a Go template
+    Inspect(image_cmd::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let root = cli.root.unwrap_or_else(kiln_image::store::default_root);
+    let result = match cli.command {
+        Command::Image(cmd) => image_cmd::run(&root, cmd),
+        Command::Images(args) => image_cmd::run(&root, image_cmd::ImageCommand::Ls(args)),
+        Command::Tag(args) => image_cmd::run(&root, image_cmd::ImageCommand::Tag(args)),
+        Command::Rmi(args) => image_cmd::run(&root, image_cmd::ImageCommand::Rm(args)),
+        Command::Inspect(args) => image_cmd::run(&root, image_cmd::ImageCommand::Inspect(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

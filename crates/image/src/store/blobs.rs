@@ -48,7 +48,9 @@ impl BlobStore {
     }
 
     pub fn path(&self, digest: &Digest) -> PathBuf {
-        self.blobs.join(digest.algorithm().name()).join(digest.hex())
+        self.blobs
+            .join(digest.algorithm().name())
+            .join(digest.hex())
     }
 
     pub fn contains(&self, digest: &Digest) -> bool {
@@ -142,7 +144,8 @@ impl BlobStore {
             }
         }
         let mut w = self.writer(expected)?;
-        w.write_all(bytes).map_err(|e| StoreError::io(w.temp_path(), e))?;
+        w.write_all(bytes)
+            .map_err(|e| StoreError::io(w.temp_path(), e))?;
         w.commit()
     }
 
@@ -152,6 +155,17 @@ impl BlobStore {
         reader: &mut dyn Read,
         expected: Expected,
     ) -> Result<(Digest, u64), StoreError> {
+        let pending = self.stage_reader(reader, expected)?;
+        let size = pending.size();
+        Ok((pending.commit()?, size))
+    }
+
+    /// Streams `reader` into a verified but unpublished blob.
+    pub fn stage_reader(
+        &self,
+        reader: &mut dyn Read,
+        expected: Expected,
+    ) -> Result<PendingBlob, StoreError> {
         let mut w = self.writer(expected)?;
         let mut buf = vec![0u8; COPY_BUFFER];
         loop {
@@ -161,10 +175,10 @@ impl BlobStore {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(StoreError::Read(e)),
             };
-            w.write_all(&buf[..n]).map_err(|e| StoreError::io(w.temp_path(), e))?;
+            w.write_all(&buf[..n])
+                .map_err(|e| StoreError::io(w.temp_path(), e))?;
         }
-        let size = w.written();
-        Ok((w.commit()?, size))
+        w.finish()
     }
 
     pub fn remove(&self, digest: &Digest) -> Result<(), StoreError> {
@@ -243,10 +257,19 @@ impl BlobWriter {
 
     /// Verifies the bytes against what was expected and makes the blob visible atomically.
     /// On a mismatch the bytes are discarded and the error names both digests.
-    pub fn commit(mut self) -> Result<Digest, StoreError> {
+    pub fn commit(self) -> Result<Digest, StoreError> {
+        self.finish()?.commit()
+    }
+
+    /// Verifies the bytes but does not publish them yet: the caller decides, once it has
+    /// checked everything else, whether to [`PendingBlob::commit`] or drop them.
+    pub fn finish(mut self) -> Result<PendingBlob, StoreError> {
         let temp = self.temp_path();
         let (Some(file), Some(hasher)) = (self.file.take(), self.hasher.take()) else {
-            return Err(StoreError::io(&temp, io::Error::other("writer already finished")));
+            return Err(StoreError::io(
+                &temp,
+                io::Error::other("writer already finished"),
+            ));
         };
         let actual = hasher.finish();
         if let Some(size) = self.expected.size {
@@ -266,19 +289,59 @@ impl BlobWriter {
                 });
             }
         }
-        let target = self.store.path(&actual);
+        Ok(PendingBlob {
+            store: self.store.clone(),
+            temp: self.temp.take(),
+            file: Some(file),
+            digest: actual,
+            size: self.written,
+        })
+    }
+}
+
+/// A verified blob not yet visible in the store. Dropping it discards the bytes.
+pub struct PendingBlob {
+    store: BlobStore,
+    temp: Option<PathBuf>,
+    file: Option<File>,
+    digest: Digest,
+    size: u64,
+}
+
+impl PendingBlob {
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Publishes the blob: fsync, rename into `blobs/`, fsync the directory.
+    pub fn commit(mut self) -> Result<Digest, StoreError> {
+        let target = self.store.path(&self.digest);
         if target.is_file() {
             // Already present (content-addressed, so identical): nothing to publish.
-            return Ok(actual);
+            return Ok(self.digest.clone());
         }
-        file.sync_all().map_err(|e| StoreError::io(&temp, e))?;
-        drop(file);
-        let dir = self.store.blob_dir(actual.algorithm());
+        let temp = self.temp.clone().unwrap_or_default();
+        if let Some(file) = self.file.take() {
+            file.sync_all().map_err(|e| StoreError::io(&temp, e))?;
+        }
+        let dir = self.store.blob_dir(self.digest.algorithm());
         fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         fs::rename(&temp, &target).map_err(|e| StoreError::io(&target, e))?;
         self.temp = None;
         sync_dir(&dir)?;
-        Ok(actual)
+        Ok(self.digest.clone())
+    }
+}
+
+impl Drop for PendingBlob {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = fs::remove_file(temp);
+        }
     }
 }
 

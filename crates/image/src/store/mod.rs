@@ -23,7 +23,7 @@ use crate::digest::Digest;
 use crate::model::{self, Document, ModelError, Platform, MAX_DOCUMENT_SIZE};
 use crate::reference::{is_hex_identifier, Reference, ReferenceError};
 
-pub use blobs::{BlobStore, BlobWriter, Expected};
+pub use blobs::{BlobStore, BlobWriter, Expected, PendingBlob};
 pub use refs::{RefEntry, RefTable, Target};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,9 @@ pub enum StoreError {
     CorruptRef { name: String, why: String },
     #[error("digest mismatch: expected {expected}, got {actual}; nothing was stored")]
     DigestMismatch { expected: Digest, actual: Digest },
-    #[error("size mismatch for {digest}: expected {expected} bytes, got {actual}; nothing was stored")]
+    #[error(
+        "size mismatch for {digest}: expected {expected} bytes, got {actual}; nothing was stored"
+    )]
     SizeMismatch {
         digest: Digest,
         expected: u64,
@@ -56,8 +58,14 @@ pub enum StoreError {
     },
     #[error("blob {0} is not in the store")]
     BlobNotFound(Digest),
-    #[error("blob {digest} is {size} bytes, more than the {limit}-byte limit for this kind of document")]
-    TooLarge { digest: Digest, size: u64, limit: u64 },
+    #[error(
+        "blob {digest} is {size} bytes, more than the {limit}-byte limit for this kind of document"
+    )]
+    TooLarge {
+        digest: Digest,
+        size: u64,
+        limit: u64,
+    },
     #[error("no such image: {0}")]
     ImageNotFound(String),
     #[error("{input:?} matches several images ({matches}); use more characters or a full name")]
@@ -65,7 +73,7 @@ pub enum StoreError {
     #[error("image {digest} has no manifest for platform {platform} (available: {available})")]
     NoPlatform {
         digest: Digest,
-        platform: Platform,
+        platform: String,
         available: String,
     },
     #[error("{digest}: {source}")]
@@ -114,7 +122,9 @@ pub fn default_root() -> PathBuf {
 fn is_root_user() -> bool {
     // The owner of /proc/self is the effective user; no libc call needed for this one fact.
     use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 pub struct ImageStore {
@@ -208,7 +218,11 @@ impl ImageStore {
     }
 
     /// Reads and parses a manifest or index blob.
-    pub fn read_document(&self, digest: &Digest, media_type: Option<&str>) -> Result<Document, StoreError> {
+    pub fn read_document(
+        &self,
+        digest: &Digest,
+        media_type: Option<&str>,
+    ) -> Result<Document, StoreError> {
         let bytes = self.blobs.read_small(digest, MAX_DOCUMENT_SIZE)?;
         Document::parse(&bytes, media_type).map_err(|source| StoreError::Model {
             digest: digest.clone(),
@@ -224,21 +238,23 @@ impl ImageStore {
         for _ in 0..8 {
             match self.read_document(&digest, Some(&media_type))? {
                 Document::Manifest(manifest) => {
-                    let config_digest = model::descriptor_digest(manifest.config()).map_err(|source| {
-                        StoreError::Model {
-                            digest: digest.clone(),
-                            source,
-                        }
-                    })?;
+                    let config_digest =
+                        model::descriptor_digest(manifest.config()).map_err(|source| {
+                            StoreError::Model {
+                                digest: digest.clone(),
+                                source,
+                            }
+                        })?;
                     let config_raw = self.blobs.read_small(&config_digest, MAX_DOCUMENT_SIZE)?;
-                    let config = model::parse_config(&config_raw).map_err(|source| StoreError::Model {
-                        digest: config_digest.clone(),
-                        source,
-                    })?;
+                    let config =
+                        model::parse_config(&config_raw).map_err(|source| StoreError::Model {
+                            digest: config_digest.clone(),
+                            source,
+                        })?;
                     return Ok(Image {
                         target: target.clone(),
                         manifest_digest: digest,
-                        manifest,
+                        manifest: *manifest,
                         config_digest,
                         config_raw,
                         config,
@@ -247,7 +263,9 @@ impl ImageStore {
                 Document::Index(index) => {
                     let chosen = index.manifests().iter().find(|d| {
                         d.platform().as_ref().is_some_and(|p| platform.matches(p))
-                            && self.blobs.contains(&model::descriptor_digest(d).unwrap_or_else(|_| digest.clone()))
+                            && self.blobs.contains(
+                                &model::descriptor_digest(d).unwrap_or_else(|_| digest.clone()),
+                            )
                     });
                     let Some(chosen) = chosen else {
                         let available: Vec<String> = index
@@ -264,20 +282,28 @@ impl ImageStore {
                             .collect();
                         return Err(StoreError::NoPlatform {
                             digest,
-                            platform: platform.clone(),
-                            available: if available.is_empty() { "none".into() } else { available.join(", ") },
+                            platform: platform.to_string(),
+                            available: if available.is_empty() {
+                                "none".into()
+                            } else {
+                                available.join(", ")
+                            },
                         });
                     };
-                    let next = model::descriptor_digest(chosen).map_err(|source| StoreError::Model {
-                        digest: digest.clone(),
-                        source,
-                    })?;
+                    let next =
+                        model::descriptor_digest(chosen).map_err(|source| StoreError::Model {
+                            digest: digest.clone(),
+                            source,
+                        })?;
                     media_type = chosen.media_type().to_string();
                     digest = next;
                 }
             }
         }
-        Err(StoreError::ImageNotFound(format!("{} (indexes nested too deeply)", target.digest)))
+        Err(StoreError::ImageNotFound(format!(
+            "{} (indexes nested too deeply)",
+            target.digest
+        )))
     }
 
     /// Finds what a user's argument names, as docker does: a name first, then a digest
@@ -300,7 +326,9 @@ impl ImageStore {
             let mut matches: Vec<Target> = Vec::new();
             for entry in self.refs.list()? {
                 let ids = self.ids_of(&entry.target);
-                let hit = ids.iter().any(|d| d.to_string() == input || (looks_like_id && d.hex().starts_with(hex)));
+                let hit = ids
+                    .iter()
+                    .any(|d| d.to_string() == input || (looks_like_id && d.hex().starts_with(hex)));
                 if hit && !matches.iter().any(|t| t.digest == entry.target.digest) {
                     matches.push(entry.target);
                 }
@@ -318,7 +346,11 @@ impl ImageStore {
                     if !full {
                         return Err(StoreError::Ambiguous {
                             input: input.to_string(),
-                            matches: matches.iter().map(|t| t.digest.to_string()).collect::<Vec<_>>().join(", "),
+                            matches: matches
+                                .iter()
+                                .map(|t| t.digest.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", "),
                         });
                     }
                     return Ok(Found {
@@ -363,7 +395,9 @@ impl ImageStore {
             if !seen.insert(digest.clone()) || !self.blobs.contains(&digest) {
                 continue;
             }
-            if !(model::is_manifest_media_type(&media_type) || model::is_index_media_type(&media_type)) {
+            if !(model::is_manifest_media_type(&media_type)
+                || model::is_index_media_type(&media_type))
+            {
                 continue;
             }
             let doc = self.read_document(&digest, Some(&media_type))?;
@@ -383,7 +417,8 @@ impl ImageStore {
     /// just written but not yet named is never removed.
     pub fn prune(&self) -> Result<PruneReport, StoreError> {
         let lock = self.gc_lock_file()?;
-        lock.lock().map_err(|e| StoreError::io(self.root.join("gc.lock"), e))?;
+        lock.lock()
+            .map_err(|e| StoreError::io(self.root.join("gc.lock"), e))?;
         self.prune_locked()
     }
 
@@ -393,7 +428,9 @@ impl ImageStore {
         match lock.try_lock() {
             Ok(()) => self.prune_locked().map(Some),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(self.root.join("gc.lock"), e)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(StoreError::io(self.root.join("gc.lock"), e))
+            }
         }
     }
 

@@ -97,7 +97,10 @@ impl RefTable {
     pub fn remove(&self, name: &Reference) -> Result<bool, StoreError> {
         let n = self
             .conn
-            .execute("DELETE FROM refs WHERE name = ?1", params![name.to_string()])
+            .execute(
+                "DELETE FROM refs WHERE name = ?1",
+                params![name.to_string()],
+            )
             .map_err(StoreError::Sql)?;
         Ok(n > 0)
     }

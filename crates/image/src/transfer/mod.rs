@@ -1,0 +1,101 @@
+//! Moving images between the store and files: OCI image layouts (import and export),
+//! `docker save` archives (load) and root-filesystem tarballs (import-rootfs).
+//!
+//! Every path into the store goes through [`crate::store::BlobWriter`], so every byte is
+//! verified against its digest before it becomes visible, and names are set only after all
+//! the blobs they reach are committed.
+
+pub mod docker_archive;
+pub mod layout;
+pub mod rootfs;
+
+use std::path::PathBuf;
+
+use crate::digest::Digest;
+use crate::model::ModelError;
+use crate::reference::{Reference, ReferenceError};
+use crate::store::{StoreError, Target};
+
+pub use docker_archive::load_docker_archive;
+pub use layout::{export_layout, import_layout, LayoutTarget};
+pub use rootfs::{import_rootfs, RootfsOptions};
+
+/// Annotation naming an index entry inside an OCI layout (usually a tag).
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// containerd's annotation carrying the full image name in a layout.
+pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not an OCI image layout: {why}")]
+    NotLayout { path: PathBuf, why: String },
+    #[error("{path}: {what} is invalid: {source}")]
+    Document {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: ModelError,
+    },
+    #[error("{path}: blob {digest} is missing (needed by {needed_by})")]
+    MissingBlob {
+        path: PathBuf,
+        digest: Digest,
+        needed_by: String,
+    },
+    #[error("{path}: no entry named {wanted:?} (entries: {available})")]
+    NoSuchEntry {
+        path: PathBuf,
+        wanted: String,
+        available: String,
+    },
+    #[error("{path}: {entries} images would get the same name {name}; import them one at a time (oci:DIR:REF)")]
+    NameForMany {
+        path: PathBuf,
+        entries: usize,
+        name: String,
+    },
+    #[error("{path}: image {digest} has no name ({hint}); give one with --name")]
+    Unnamed {
+        path: PathBuf,
+        digest: Digest,
+        hint: String,
+    },
+    #[error("invalid image name in {what}: {source}")]
+    Name {
+        what: String,
+        #[source]
+        source: ReferenceError,
+    },
+    #[error("{path}: {why}")]
+    Archive { path: PathBuf, why: String },
+    #[error("{path}: not a valid tar archive: {source}")]
+    Tar {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl TransferError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> TransferError {
+        TransferError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// One image that arrived in the store, and the name it was given (if any).
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub name: Option<Reference>,
+    pub target: Target,
+}
