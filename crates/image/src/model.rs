@@ -356,6 +356,27 @@ mod tests {
     }
 
     #[test]
+    fn reads_artifact_manifests() {
+        // An artifact: empty config, artifactType, inline data, and a subject it refers to.
+        let doc = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","artifactType":"application/vnd.example.sbom","config":{{"mediaType":"{}","digest":"{D}","size":2,"data":"e30="}},"layers":[{{"mediaType":"application/json","digest":"{D}","size":2}}],"subject":{{"mediaType":"{}","digest":"{D}","size":2}}}}"#,
+            mt::OCI_MANIFEST,
+            mt::OCI_EMPTY,
+            mt::OCI_MANIFEST
+        );
+        let Ok(Document::Manifest(m)) = Document::parse(doc.as_bytes(), None) else {
+            panic!("artifact manifest not read");
+        };
+        assert_eq!(
+            m.artifact_type().as_ref().map(|t| t.to_string()).as_deref(),
+            Some("application/vnd.example.sbom")
+        );
+        assert!(m.subject().is_some());
+        // The subject is not owned: only config and layers are children.
+        assert_eq!(Document::Manifest(m).children().len(), 2);
+    }
+
+    #[test]
     fn refuses_schema1_and_garbage_with_clear_errors() {
         let s1 = r#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[]}"#;
         let err = Document::parse(s1.as_bytes(), None)

@@ -460,3 +460,134 @@ fn verify_every_blob(env: &Env) {
         );
     }
 }
+
+#[test]
+fn oci_archive_from_skopeo_loads_with_its_digests() {
+    let env = Env::new();
+    let digest = env.busybox_image("busybox:latest");
+    let a = env.path("a");
+    env.ok(&[
+        "image",
+        "export",
+        "busybox",
+        &format!("oci:{}", a.display()),
+    ]);
+    let archive = env.path("oci.tar");
+    skopeo(&[
+        "copy",
+        "--quiet",
+        &format!("oci:{}:latest", a.display()),
+        &format!(
+            "oci-archive:{}:localhost:5000/team/busybox:v2",
+            archive.display()
+        ),
+    ]);
+    let other = Env::new();
+    let out = other.ok(&["image", "load", "-i", archive.to_str().expect("utf-8")]);
+    assert_eq!(out, "Loaded image: localhost:5000/team/busybox:v2\n");
+    let got = other.ok(&[
+        "inspect",
+        "localhost:5000/team/busybox:v2",
+        "--format",
+        "{{.Descriptor.digest}}",
+    ]);
+    assert_eq!(
+        got.trim(),
+        digest,
+        "an OCI archive keeps its manifest digest"
+    );
+}
+
+#[test]
+fn hostile_and_garbage_archives_change_nothing() {
+    let env = Env::new();
+    // A member that climbs out of the archive.
+    let mut header = tar::Header::new_old();
+    header.as_old_mut().name[..16].copy_from_slice(b"../../etc/passwd");
+    header.set_size(4);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append(&header, &b"evil"[..]).expect("append");
+    let bytes = builder.into_inner().expect("tar");
+    let evil = env.path("evil.tar");
+    fs::write(&evil, bytes).expect("write");
+    let err = env.fails(&["image", "load", "-i", evil.to_str().expect("utf-8")]);
+    assert!(err.contains("escapes the archive"), "{err}");
+
+    // Not a tarball at all, for load and for import-rootfs.
+    let junk = env.path("junk.tar");
+    fs::write(&junk, vec![0x42u8; 4096]).expect("write");
+    let err = env.fails(&["image", "load", "-i", junk.to_str().expect("utf-8")]);
+    assert!(err.contains("tar"), "{err}");
+    let err = env.fails(&[
+        "image",
+        "import-rootfs",
+        junk.to_str().expect("utf-8"),
+        "junk:1",
+    ]);
+    assert!(err.contains("not a valid tar archive"), "{err}");
+    // An archive with files but no manifest.
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(5);
+    h.set_mode(0o644);
+    h.set_cksum();
+    builder
+        .append_data(&mut h, "hello.txt", &b"hello"[..])
+        .expect("append");
+    let plain = env.path("plain.tar");
+    fs::write(&plain, builder.into_inner().expect("tar")).expect("write");
+    let err = env.fails(&["image", "load", "-i", plain.to_str().expect("utf-8")]);
+    assert!(err.contains("no manifest.json"), "{err}");
+
+    assert_eq!(env.blob_count(), 0);
+    assert_eq!(env.ok(&["images", "-q"]), "");
+    assert_eq!(
+        fs::read_dir(env.root().join("ingest"))
+            .expect("ingest")
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn rootfs_import_is_reproducible_with_source_date_epoch() {
+    let a = Env::new();
+    let b = Env::new();
+    let tarball = a.busybox_rootfs();
+    let tarball = tarball.to_str().expect("utf-8");
+    let mut digests = Vec::new();
+    for env in [&a, &b] {
+        let out = env
+            .cmd(&[
+                "image",
+                "import-rootfs",
+                tarball,
+                "base:1",
+                "--platform",
+                "linux/arm64/v8",
+            ])
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        digests.push(env.ok(&[
+            "inspect",
+            "base:1",
+            "--format",
+            "{{.Descriptor.digest}} {{.Created}} {{.Architecture}} {{.Variant}}",
+        ]));
+    }
+    assert_eq!(digests[0], digests[1]);
+    assert!(
+        digests[0].contains("2023-11-14T22:13:20Z arm64 v8"),
+        "{}",
+        digests[0]
+    );
+}
