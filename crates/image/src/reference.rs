@@ -217,13 +217,22 @@ impl Reference {
     }
 
     /// The short form users type and `docker images` shows: `docker.io/library/` dropped.
+    ///
+    /// Unlike distribution's `FamiliarName`, a Docker Hub path whose first component looks
+    /// like a registry (`docker.io/example.com/app`) keeps its domain, and an official image
+    /// named like an image ID keeps `library/`, so that the short form always parses back to
+    /// the same reference.
     pub fn familiar_repository(&self) -> String {
         if self.domain != DEFAULT_DOMAIN {
             return self.repository();
         }
         match self.path.strip_prefix(OFFICIAL_REPO_PREFIX) {
-            Some(rest) if !rest.contains('/') => rest.to_string(),
-            _ => self.path.clone(),
+            // A bare 64-hex name would read as an image ID; it keeps its `library/`.
+            Some(rest) if !rest.contains('/') && !is_hex_identifier(rest) => rest.to_string(),
+            _ => match self.path.split_once('/') {
+                Some((first, _)) if first == "localhost" || first.contains(['.', ':']) => self.repository(),
+                _ => self.path.clone(),
+            },
         }
     }
 
@@ -608,6 +617,8 @@ mod tests {
             ("docker.io/library/foo/bar", "library/foo/bar"),
             ("localhost:5000/x:v1", "localhost:5000/x:v1"),
             ("myregistry.com/my-app:1.0", "myregistry.com/my-app:1.0"),
+            ("docker.io/example.com/app", "docker.io/example.com/app"),
+            ("docker.io/library/a.b", "a.b"),
         ];
         for (input, want) in cases {
             let r = Reference::parse_normalized(input).expect(input);
