@@ -230,7 +230,9 @@ impl Reference {
             // A bare 64-hex name would read as an image ID; it keeps its `library/`.
             Some(rest) if !rest.contains('/') && !is_hex_identifier(rest) => rest.to_string(),
             _ => match self.path.split_once('/') {
-                Some((first, _)) if first == "localhost" || first.contains(['.', ':']) => self.repository(),
+                Some((first, _)) if first == "localhost" || first.contains(['.', ':']) => {
+                    self.repository()
+                }
                 _ => self.path.clone(),
             },
         }

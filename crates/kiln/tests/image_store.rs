@@ -108,14 +108,7 @@ fn bad_references_are_refused_with_the_part_named() {
 #[test]
 fn export_is_read_by_skopeo_and_skopeo_output_imports_with_same_digests() {
     let env = Env::new();
-    let digest = env.busybox_image("busybox:latest");
-    let a = env.path("a");
-    env.ok(&[
-        "image",
-        "export",
-        "busybox",
-        &format!("oci:{}", a.display()),
-    ]);
+    let (digest, a) = env.exported_busybox();
 
     // skopeo reads kiln's layout and finds the same manifest.
     let info: serde_json::Value = serde_json::from_str(&skopeo(&[
@@ -192,14 +185,7 @@ fn export_is_read_by_skopeo_and_skopeo_output_imports_with_same_digests() {
 #[test]
 fn docker_archive_from_skopeo_loads() {
     let env = Env::new();
-    env.busybox_image("busybox:latest");
-    let a = env.path("a");
-    env.ok(&[
-        "image",
-        "export",
-        "busybox",
-        &format!("oci:{}", a.display()),
-    ]);
+    let (_, a) = env.exported_busybox();
     let archive = env.path("saved.tar");
     skopeo(&[
         "copy",
@@ -464,14 +450,7 @@ fn verify_every_blob(env: &Env) {
 #[test]
 fn oci_archive_from_skopeo_loads_with_its_digests() {
     let env = Env::new();
-    let digest = env.busybox_image("busybox:latest");
-    let a = env.path("a");
-    env.ok(&[
-        "image",
-        "export",
-        "busybox",
-        &format!("oci:{}", a.display()),
-    ]);
+    let (digest, a) = env.exported_busybox();
     let archive = env.path("oci.tar");
     skopeo(&[
         "copy",

@@ -6,14 +6,14 @@
 //! therefore leaves the store as it was.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Component, Path};
 
 use serde::Deserialize;
 
 use super::{Imported, TransferError, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
 use crate::digest::Digest;
-use crate::model::{self, media_types as mt, Compression, Document, MAX_DOCUMENT_SIZE};
+use crate::model::{self, media_types as mt, Document, MAX_DOCUMENT_SIZE};
 use crate::reference::Reference;
 use crate::store::{Expected, ImageStore, PendingBlob, Target};
 
@@ -56,62 +56,29 @@ impl ArchiveContents {
     }
 }
 
-/// Normalizes an archive member path, refusing absolute paths and `..`.
-fn clean_member_path(archive: &Path, raw: &Path) -> Result<String, TransferError> {
-    let mut parts = Vec::new();
-    for c in raw.components() {
-        match c {
-            Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
-            Component::CurDir => {}
-            _ => {
-                return Err(TransferError::Archive {
-                    path: archive.to_path_buf(),
-                    why: format!(
-                        "member {:?} escapes the archive (absolute path or ..)",
-                        raw.display().to_string()
-                    ),
-                })
-            }
-        }
-    }
-    Ok(parts.join("/"))
-}
-
-fn link_target(
-    archive: &Path,
-    member: &str,
-    target: &Path,
-    symbolic: bool,
-) -> Result<String, TransferError> {
-    // Symlinks are relative to the member's directory; hard links to the archive root.
-    let joined = if symbolic {
-        Path::new(member)
-            .parent()
-            .unwrap_or(Path::new(""))
-            .join(target)
-    } else {
-        target.to_path_buf()
-    };
+/// Resolves `path` to a `/`-joined path inside the archive. `..` may climb back out of a
+/// directory entered earlier (link targets), never above the archive's root; absolute paths
+/// are refused.
+fn path_within_archive(path: &Path, allow_parent: bool) -> Option<String> {
     let mut parts: Vec<String> = Vec::new();
-    for c in joined.components() {
+    for c in path.components() {
         match c {
             Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
             Component::CurDir => {}
-            Component::ParentDir if !parts.is_empty() => {
+            Component::ParentDir if allow_parent && !parts.is_empty() => {
                 parts.pop();
             }
-            _ => {
-                return Err(TransferError::Archive {
-                    path: archive.to_path_buf(),
-                    why: format!(
-                        "link {member:?} -> {:?} escapes the archive",
-                        target.display().to_string()
-                    ),
-                })
-            }
+            _ => return None,
         }
     }
-    Ok(parts.join("/"))
+    Some(parts.join("/"))
+}
+
+fn escapes(archive: &Path, what: String) -> TransferError {
+    TransferError::Archive {
+        path: archive.to_path_buf(),
+        why: format!("{what} escapes the archive (absolute path or ..)"),
+    }
 }
 
 fn read_archive(
@@ -119,19 +86,7 @@ fn read_archive(
     path: &Path,
     input: impl Read,
 ) -> Result<ArchiveContents, TransferError> {
-    let mut buffered = BufReader::with_capacity(1 << 20, input);
-    let head = buffered
-        .fill_buf()
-        .map_err(|e| TransferError::io(path, e))?
-        .to_vec();
-    let reader: Box<dyn Read> = match Compression::sniff(&head) {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
-        Compression::Zstd => {
-            Box::new(zstd::Decoder::with_buffer(buffered).map_err(|e| TransferError::io(path, e))?)
-        }
-        Compression::None => Box::new(buffered),
-    };
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(super::decompressed(path, input)?);
     let mut contents = ArchiveContents {
         files: HashMap::new(),
         small: HashMap::new(),
@@ -144,7 +99,8 @@ fn read_archive(
     for entry in archive.entries().map_err(tar_err)? {
         let mut entry = entry.map_err(tar_err)?;
         let raw_path = entry.path().map_err(tar_err)?.into_owned();
-        let member = clean_member_path(path, &raw_path)?;
+        let member = path_within_archive(&raw_path, false)
+            .ok_or_else(|| escapes(path, format!("member {:?}", raw_path.display().to_string())))?;
         let kind = entry.header().entry_type();
         if kind.is_symlink() || kind.is_hard_link() {
             let target = entry
@@ -155,7 +111,21 @@ fn read_archive(
                     why: format!("link {member:?} has no target"),
                 })?
                 .into_owned();
-            let resolved = link_target(path, &member, &target, kind.is_symlink())?;
+            // Symlinks are relative to the member's directory; hard links to the archive root.
+            let joined = if kind.is_symlink() {
+                Path::new(&member)
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join(&target)
+            } else {
+                target.clone()
+            };
+            let resolved = path_within_archive(&joined, true).ok_or_else(|| {
+                escapes(
+                    path,
+                    format!("link {member:?} -> {:?}", target.display().to_string()),
+                )
+            })?;
             contents.links.insert(member, resolved);
             continue;
         }

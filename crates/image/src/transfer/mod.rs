@@ -9,10 +9,11 @@ pub mod docker_archive;
 pub mod layout;
 pub mod rootfs;
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
-use crate::model::ModelError;
+use crate::model::{Compression, ModelError};
 use crate::reference::{Reference, ReferenceError};
 use crate::store::{StoreError, Target};
 
@@ -91,6 +92,25 @@ impl TransferError {
             source,
         }
     }
+}
+
+/// A tar stream, whatever compression (gzip, zstd or none) its first bytes announce.
+pub(crate) fn decompressed<'a>(
+    path: &Path,
+    input: impl Read + 'a,
+) -> Result<Box<dyn Read + 'a>, TransferError> {
+    let mut buffered = BufReader::with_capacity(1 << 20, input);
+    let head = buffered
+        .fill_buf()
+        .map_err(|e| TransferError::io(path, e))?
+        .to_vec();
+    Ok(match Compression::sniff(&head) {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => {
+            Box::new(zstd::Decoder::with_buffer(buffered).map_err(|e| TransferError::io(path, e))?)
+        }
+        Compression::None => Box::new(buffered),
+    })
 }
 
 /// One image that arrived in the store, and the name it was given (if any).

@@ -1,14 +1,14 @@
 //! `kiln image import-rootfs`: a one-layer image from a root-filesystem tarball — the offline
 //! way to a base image (busybox-static, a debootstrap tree).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use flate2::write::GzEncoder;
 
 use super::{Imported, TransferError};
 use crate::digest::{Algorithm, Digest, HashingWriter};
-use crate::model::{media_types as mt, Compression, Platform};
+use crate::model::{media_types as mt, Platform};
 use crate::reference::Reference;
 use crate::store::{Expected, ImageStore, Target};
 
@@ -53,18 +53,7 @@ pub fn import_rootfs(
         });
     }
     let _lease = store.lease()?;
-    let mut buffered = BufReader::with_capacity(1 << 20, input);
-    let head = buffered
-        .fill_buf()
-        .map_err(|e| TransferError::io(path, e))?
-        .to_vec();
-    let tar_stream: Box<dyn Read> = match Compression::sniff(&head) {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
-        Compression::Zstd => {
-            Box::new(zstd::Decoder::with_buffer(buffered).map_err(|e| TransferError::io(path, e))?)
-        }
-        Compression::None => Box::new(buffered),
-    };
+    let tar_stream = super::decompressed(path, input)?;
 
     // uncompressed tar -> diff_id hasher -> gzip -> blob writer (digest of the compressed layer)
     let blob = store.blobs().writer(Expected::default())?;

@@ -109,6 +109,20 @@ impl Env {
             .to_string()
     }
 
+    /// Imports busybox as `busybox:latest` and exports it to an OCI layout (ref `latest`).
+    /// Returns the manifest digest and the layout directory.
+    pub fn exported_busybox(&self) -> (String, PathBuf) {
+        let digest = self.busybox_image("busybox:latest");
+        let dir = self.path("exported");
+        self.ok(&[
+            "image",
+            "export",
+            "busybox",
+            &format!("oci:{}", dir.display()),
+        ]);
+        (digest, dir)
+    }
+
     pub fn blob_count(&self) -> usize {
         let dir = self.root().join("blobs/sha256");
         fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
