@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
+pub use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::digest::{Digest, DigestError};
 

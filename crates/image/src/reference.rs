@@ -368,6 +368,12 @@ fn is_valid_domain_component(c: &str) -> bool {
     }
 }
 
+/// A repository path as registries name it in URLs (`library/busybox`): `/`-separated path
+/// components, at most 255 characters.
+pub fn is_valid_repository_path(path: &str) -> bool {
+    path.len() <= MAX_PATH_LEN && path.split('/').all(is_valid_path_component)
+}
+
 /// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
 fn is_valid_path_component(c: &str) -> bool {
     let b = c.as_bytes();

@@ -4,6 +4,7 @@ mod gotemplate;
 mod humanize;
 mod image_cmd;
 mod inspect;
+mod registry_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,9 +18,10 @@ use clap::{Parser, Subcommand};
     about = "Build, store, ship and run container images"
 )]
 struct Cli {
-    /// Root directory of the local image store [default: /var/lib/kiln for root, else
-    /// $XDG_DATA_HOME/kiln]
-    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
+    /// Root directory of the local image store, or of the registry's storage for `kiln
+    /// registry` [default: $KILN_ROOT, else /var/lib/kiln for root, else $XDG_DATA_HOME/kiln;
+    /// the registry uses registry/ below it]
+    #[arg(long, global = true, value_name = "DIR")]
     root: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -38,12 +40,17 @@ enum Command {
     Rmi(image_cmd::RemoveArgs),
     /// Show images' details as JSON, or through a Go template
     Inspect(image_cmd::InspectArgs),
+    /// Run an OCI distribution registry
+    #[command(subcommand)]
+    Registry(registry_cmd::RegistryCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let explicit_root = cli.root.clone();
     let root = cli.root.unwrap_or_else(kiln_image::store::default_root);
     let result = match cli.command {
+        Command::Registry(cmd) => registry_cmd::run(explicit_root.as_deref(), cmd),
         Command::Image(cmd) => image_cmd::run(&root, cmd),
         Command::Images(args) => image_cmd::run(&root, image_cmd::ImageCommand::Ls(args)),
         Command::Tag(args) => image_cmd::run(&root, image_cmd::ImageCommand::Tag(args)),

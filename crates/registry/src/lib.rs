@@ -1,0 +1,181 @@
+//! kiln-registry: an OCI distribution-spec v1.1 registry.
+//!
+//! `http` maps requests to the operations of [`Registry`]; `storage` holds the bytes (a
+//! [`storage::backend::BlobBackend`]) and the metadata (SQLite); `uploads` the sessions;
+//! `auth` decides who may do what; `gc` collects unreferenced blobs while pushes go on.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod gc;
+mod http;
+pub mod metrics;
+pub mod storage;
+pub mod uploads;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::Config;
+
+use crate::auth::Auth;
+use crate::metrics::Metrics;
+use crate::storage::backend::{BlobBackend, FsBackend};
+use crate::storage::meta::Meta;
+use crate::uploads::Sessions;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Meta(#[from] storage::meta::MetaError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The registry's state, shared by every request.
+pub struct Registry {
+    pub(crate) config: Config,
+    pub(crate) meta: Meta,
+    pub(crate) backend: Arc<dyn BlobBackend>,
+    pub(crate) sessions: Sessions,
+    pub(crate) auth: Auth,
+    pub(crate) metrics: Metrics,
+}
+
+impl Registry {
+    /// Opens (creating if needed) the registry stored under `root`.
+    pub fn open(config: Config, root: &Path) -> Result<Registry, ServeError> {
+        let io = |source| ServeError::Io {
+            path: root.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(root).map_err(io)?;
+        let backend = FsBackend::open(root).map_err(io)?;
+        let meta = Meta::open(&root.join("registry.db"))?;
+        let auth = Auth::from_config(&config, root)?;
+        Ok(Registry {
+            config,
+            meta,
+            backend: Arc::new(backend),
+            sessions: Sessions::default(),
+            auth,
+            metrics: Metrics::default(),
+        })
+    }
+}
+
+/// Serves until SIGINT or SIGTERM, then finishes the requests in flight. Calls `on_listen`
+/// with the bound address (useful with port 0) before accepting.
+pub async fn serve(
+    registry: Registry,
+    on_listen: impl FnOnce(SocketAddr, bool),
+) -> Result<(), ServeError> {
+    let addr = registry.config.http.addr;
+    let tls = registry.config.http.tls.clone();
+    let gc_interval = registry.config.gc.interval;
+    let registry = Arc::new(registry);
+    let app = http::router(registry.clone());
+
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+
+    if gc_interval > 0 {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(gc_interval));
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let r = registry.clone();
+                match tokio::task::spawn_blocking(move || r.collect_garbage()).await {
+                    Ok(Err(e)) => tracing::error!(error = %e, "garbage collection failed"),
+                    Err(e) => tracing::error!(error = %e, "garbage collection panicked"),
+                    Ok(Ok(_)) => {}
+                }
+            }
+        });
+    }
+
+    let handle = axum_server::Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        shutdown.graceful_shutdown(Some(Duration::from_secs(30)));
+    });
+
+    on_listen(bound, tls.is_some());
+    let service = app.into_make_service();
+    match tls {
+        Some(tls) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let config =
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.certificate, &tls.key)
+                    .await
+                    .map_err(|e| {
+                        ServeError::Tls(format!(
+                            "{} / {}: {e}",
+                            tls.certificate.display(),
+                            tls.key.display()
+                        ))
+                    })?;
+            axum_server::from_tcp_rustls(listener, config)
+                .handle(handle)
+                .serve(service)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        }
+        None => axum_server::from_tcp(listener)
+            .handle(handle)
+            .serve(service)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source }),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
