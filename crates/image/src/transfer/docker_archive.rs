@@ -92,10 +92,7 @@ fn read_archive(
         small: HashMap::new(),
         links: HashMap::new(),
     };
-    let tar_err = |source| TransferError::Tar {
-        path: path.to_path_buf(),
-        source,
-    };
+    let tar_err = |source| super::tar_error(path, source);
     for entry in archive.entries().map_err(tar_err)? {
         let mut entry = entry.map_err(tar_err)?;
         let raw_path = entry.path().map_err(tar_err)?.into_owned();

@@ -113,6 +113,17 @@ pub(crate) fn decompressed<'a>(
     })
 }
 
+/// A tar-level failure. The `tar` crate quotes raw header bytes in some messages; only a
+/// short first line is kept, so garbage input gives a readable error.
+pub(crate) fn tar_error(path: &Path, source: std::io::Error) -> TransferError {
+    let message = source.to_string();
+    let first: String = message.lines().next().unwrap_or_default().chars().take(100).collect();
+    TransferError::Tar {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(source.kind(), first),
+    }
+}
+
 /// One image that arrived in the store, and the name it was given (if any).
 #[derive(Debug, Clone)]
 pub struct Imported {

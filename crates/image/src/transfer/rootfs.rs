@@ -63,10 +63,7 @@ pub fn import_rootfs(
         inner: tar_stream,
         sink: diff,
     };
-    let tar_err = |source| TransferError::Tar {
-        path: path.to_path_buf(),
-        source,
-    };
+    let tar_err = |source| super::tar_error(path, source);
     let mut entries = 0usize;
     {
         let mut archive = tar::Archive::new(&mut tee);
