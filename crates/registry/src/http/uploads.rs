@@ -115,6 +115,8 @@ async fn append_body(r: &Shared, session: &mut Session, req: Request) -> ApiResu
 
 /// Verifies a finished session against `digest` and publishes it.
 fn complete(r: &Shared, session: &mut Session, digest: &kiln_image::Digest) -> ApiResult<Response> {
+    // Everything must be on disk before it is re-read (sha512) or renamed into place.
+    tokio::task::block_in_place(|| session.sync()).map_err(|e| ApiError::internal("syncing upload", e))?;
     let actual = session
         .digest(digest.algorithm(), r.backend.as_ref())
         .map_err(|e| ApiError::internal("hashing upload", e))?;

@@ -150,14 +150,13 @@ impl Meta {
     pub fn blob_in_repo(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, MetaError> {
         let conn = self.conn()?;
         let d = digest.to_string();
-        Ok(conn
-            .query_row(
-                "SELECT b.size FROM blobs b WHERE b.digest = ?2 AND (
-                    EXISTS (SELECT 1 FROM repo_blobs l WHERE l.repo = ?1 AND l.digest = ?2)
-                    OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo = ?1 AND m.digest = ?2))",
-                params![repo, d],
-                |r| r.get::<_, i64>(0),
-            )
+        let mut stmt = conn.prepare_cached(
+            "SELECT b.size FROM blobs b WHERE b.digest = ?2 AND (
+                EXISTS (SELECT 1 FROM repo_blobs l WHERE l.repo = ?1 AND l.digest = ?2)
+                OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo = ?1 AND m.digest = ?2))",
+        )?;
+        Ok(stmt
+            .query_row(params![repo, d], |r| r.get::<_, i64>(0))
             .optional()?
             .map(|s| s as u64))
     }
@@ -320,22 +319,19 @@ impl Meta {
         reference: &Reference<'_>,
     ) -> Result<Option<ManifestRow>, MetaError> {
         let conn = self.conn()?;
+        let columns = |r: &rusqlite::Row<'_>| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?));
         let row = match reference {
             Reference::Digest(d) => conn
-                .query_row(
-                    "SELECT digest, media_type, size FROM manifests WHERE repo = ?1 AND digest = ?2",
-                    params![repo, d.to_string()],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
-                )
+                .prepare_cached("SELECT digest, media_type, size FROM manifests WHERE repo = ?1 AND digest = ?2")?
+                .query_row(params![repo, d.to_string()], columns)
                 .optional()?,
             Reference::Tag(t) => conn
-                .query_row(
+                .prepare_cached(
                     "SELECT m.digest, m.media_type, m.size FROM tags t
                      JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
                      WHERE t.repo = ?1 AND t.tag = ?2",
-                    params![repo, t],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
-                )
+                )?
+                .query_row(params![repo, t], columns)
                 .optional()?,
         };
         Ok(row.and_then(|(d, media_type, size)| {
