@@ -82,6 +82,11 @@ impl Registry {
     }
 }
 
+/// The HTTP application (for serving, or for driving in-process as the fuzz target does).
+pub fn app(registry: Arc<Registry>) -> axum::Router {
+    http::router(registry)
+}
+
 /// Serves until SIGINT or SIGTERM, then finishes the requests in flight. Calls `on_listen`
 /// with the bound address (useful with port 0) before accepting.
 pub async fn serve(
@@ -92,7 +97,7 @@ pub async fn serve(
     let tls = registry.config.http.tls.clone();
     let gc_interval = registry.config.gc.interval;
     let registry = Arc::new(registry);
-    let app = http::router(registry.clone());
+    let app = app(registry.clone());
 
     let listener =
         std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;

@@ -542,3 +542,122 @@ pub enum Reference<'a> {
     Tag(&'a str),
     Digest(Digest),
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::storage::backend::{BlobBackend, FsBackend};
+
+    fn blob(backend: &FsBackend, meta: &Meta, repo: &str, bytes: &[u8]) -> Digest {
+        let digest = Digest::sha256_of(bytes);
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut w = backend.upload_writer(&id, 0).expect("writer");
+        w.write_all(bytes).expect("write");
+        w.sync().expect("sync");
+        meta.commit_blob(repo, &digest, bytes.len() as u64, || backend.commit_upload(&id, &digest))
+            .expect("commit");
+        digest
+    }
+
+    fn exists(backend: &FsBackend, d: &Digest) -> bool {
+        backend.stat(d).expect("stat").is_some()
+    }
+
+    #[test]
+    fn sweep_keeps_referenced_and_young_blobs_and_drops_the_rest() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let backend = FsBackend::open(dir.path()).expect("backend");
+        let meta = Meta::open(&dir.path().join("registry.db")).expect("meta");
+        let layer = blob(&backend, &meta, "app", b"layer");
+        let config = blob(&backend, &meta, "app", b"{}");
+        let stray = blob(&backend, &meta, "app", b"never referenced");
+        let manifest = Digest::sha256_of(b"manifest");
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut w = backend.upload_writer(&id, 0).expect("writer");
+        w.write_all(b"manifest").expect("write");
+        w.sync().expect("sync");
+        meta.put_manifest(
+            &NewManifest {
+                repo: "app",
+                digest: &manifest,
+                media_type: "application/vnd.oci.image.manifest.v1+json",
+                size: 8,
+                artifact_type: None,
+                subject: None,
+                annotations: None,
+                blobs: vec![config.clone(), layer.clone()],
+                manifests: vec![],
+                tag: Some("v1"),
+            },
+            || backend.commit_upload(&id, &manifest),
+        )
+        .map_err(|e| format!("{e:?}"))
+        .expect("manifest");
+
+        // Within the grace period nothing goes, referenced or not.
+        assert!(meta.sweep(now() - 3600, &backend).expect("sweep").is_empty());
+        assert!(exists(&backend, &stray));
+
+        // After it, only the stray blob does; the manifest keeps its blobs.
+        let deleted = meta.sweep(now() + 10, &backend).expect("sweep");
+        assert_eq!(deleted, vec![stray.clone()]);
+        assert!(!exists(&backend, &stray) && exists(&backend, &layer) && exists(&backend, &manifest));
+        assert_eq!(meta.blob_in_repo("app", &layer).expect("lookup"), Some(5));
+        assert_eq!(meta.blob_in_repo("app", &stray).expect("lookup"), None);
+
+        // A file the database never recorded (a crash before commit) is removed too.
+        let orphan = Digest::sha256_of(b"orphan");
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut w = backend.upload_writer(&id, 0).expect("writer");
+        w.write_all(b"orphan").expect("write");
+        w.sync().expect("sync");
+        backend.commit_upload(&id, &orphan).expect("rename");
+        assert_eq!(meta.sweep(now() - 3600, &backend).expect("sweep"), vec![orphan.clone()]);
+
+        // Deleting the manifest releases its blobs to the next sweep past the grace period.
+        assert!(meta.delete_manifest("app", &manifest).expect("delete"));
+        let mut deleted = meta.sweep(now() + 10, &backend).expect("sweep");
+        deleted.sort();
+        let mut want = vec![layer, config, manifest];
+        want.sort();
+        assert_eq!(deleted, want);
+    }
+
+    #[test]
+    fn manifest_put_checks_references_in_its_repository() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let backend = FsBackend::open(dir.path()).expect("backend");
+        let meta = Meta::open(&dir.path().join("registry.db")).expect("meta");
+        let elsewhere = blob(&backend, &meta, "other", b"layer");
+        let manifest = Digest::sha256_of(b"m");
+        let new = NewManifest {
+            repo: "app",
+            digest: &manifest,
+            media_type: "application/vnd.oci.image.manifest.v1+json",
+            size: 1,
+            artifact_type: None,
+            subject: None,
+            annotations: None,
+            blobs: vec![elsewhere.clone()],
+            manifests: vec![],
+            tag: Some("v1"),
+        };
+        match meta.put_manifest(&new, || Ok(())) {
+            Err(PutManifestError::Missing(d)) => assert_eq!(d, elsewhere),
+            other => panic!("expected a missing blob, got {:?}", other.err()),
+        }
+        assert!(meta.manifest("app", &Reference::Tag("v1")).expect("lookup").is_none());
+        // Mounted from `other`, it is there.
+        assert_eq!(meta.mount("app", &elsewhere, Some("other")).expect("mount"), Some(5));
+        meta.put_manifest(&new, || Ok(())).map_err(|e| format!("{e:?}")).expect("put");
+        let mut body = String::new();
+        backend
+            .reader(&elsewhere, 0, 5)
+            .expect("reader")
+            .read_to_string(&mut body)
+            .expect("read");
+        assert_eq!(body, "layer");
+    }
+}
