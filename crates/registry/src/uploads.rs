@@ -49,6 +49,10 @@ impl Session {
         Ok(())
     }
 
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.flush()
+    }
+
     pub fn sync(&mut self) -> std::io::Result<()> {
         self.writer.sync()
     }
@@ -136,7 +140,16 @@ impl Sessions {
             return Ok(None);
         }
         // Bytes past the acknowledged size belong to a chunk that was never answered.
-        let writer = backend.upload_writer(id, size)?;
+        let writer = match backend.upload_writer(id, size) {
+            Ok(w) => w,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                tracing::warn!(upload = id, error = %e, "dropping an upload session whose bytes were lost");
+                meta.delete_upload(id)?;
+                let _ = backend.delete_upload(id);
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let hasher = hash_stored(backend, id, size, Algorithm::Sha256)?;
         let session = Arc::new(tokio::sync::Mutex::new(Session {
             id: id.to_string(),

@@ -107,6 +107,10 @@ async fn append_body(r: &Shared, session: &mut Session, req: Request) -> ApiResu
             .map_err(|e| ApiError::internal("undoing a broken chunk", e))?;
         return Err(e);
     }
+    // Acknowledged bytes must outlive this process.
+    session
+        .flush()
+        .map_err(|e| ApiError::internal("writing upload", e))?;
     r.meta
         .set_upload_size(&session.id, session.size)
         .map_err(internal("recording upload progress"))?;
@@ -116,7 +120,8 @@ async fn append_body(r: &Shared, session: &mut Session, req: Request) -> ApiResu
 /// Verifies a finished session against `digest` and publishes it.
 fn complete(r: &Shared, session: &mut Session, digest: &kiln_image::Digest) -> ApiResult<Response> {
     // Everything must be on disk before it is re-read (sha512) or renamed into place.
-    tokio::task::block_in_place(|| session.sync()).map_err(|e| ApiError::internal("syncing upload", e))?;
+    tokio::task::block_in_place(|| session.sync())
+        .map_err(|e| ApiError::internal("syncing upload", e))?;
     let actual = session
         .digest(digest.algorithm(), r.backend.as_ref())
         .map_err(|e| ApiError::internal("hashing upload", e))?;

@@ -14,6 +14,9 @@ pub trait UploadWriter: Send {
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// Cuts the upload back to `len` bytes (a chunk that failed half-way).
     fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// Hands everything written so far to storage, so that it survives this process dying.
+    /// Called before a chunk is acknowledged.
+    fn flush(&mut self) -> io::Result<()>;
     /// Makes everything written so far durable.
     fn sync(&mut self) -> io::Result<()>;
 }
@@ -24,7 +27,8 @@ pub trait BlobBackend: Send + Sync + 'static {
     /// Reads a committed blob from `offset`, at most `len` bytes.
     fn reader(&self, digest: &Digest, offset: u64, len: u64) -> io::Result<Box<dyn Read + Send>>;
     /// Opens (creating if needed) an upload session for appending at `offset`; bytes past
-    /// `offset` (from a chunk that was never acknowledged) are discarded.
+    /// `offset` (from a chunk that was never acknowledged) are discarded. Fails with
+    /// `UnexpectedEof` when storage holds fewer than `offset` bytes (the session is lost).
     fn upload_writer(&self, id: &str, offset: u64) -> io::Result<Box<dyn UploadWriter>>;
     /// Reads an upload session's bytes (to rebuild its hash after a restart).
     fn upload_reader(&self, id: &str) -> io::Result<Box<dyn Read + Send>>;
@@ -102,6 +106,10 @@ impl UploadWriter for FsUpload {
         self.len = len;
         self.synced = self.synced.min(len);
         Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 
     fn sync(&mut self) -> io::Result<()> {

@@ -319,7 +319,13 @@ impl Meta {
         reference: &Reference<'_>,
     ) -> Result<Option<ManifestRow>, MetaError> {
         let conn = self.conn()?;
-        let columns = |r: &rusqlite::Row<'_>| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?));
+        let columns = |r: &rusqlite::Row<'_>| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        };
         let row = match reference {
             Reference::Digest(d) => conn
                 .prepare_cached("SELECT digest, media_type, size FROM manifests WHERE repo = ?1 AND digest = ?2")?
@@ -556,8 +562,10 @@ mod tests {
         let mut w = backend.upload_writer(&id, 0).expect("writer");
         w.write_all(bytes).expect("write");
         w.sync().expect("sync");
-        meta.commit_blob(repo, &digest, bytes.len() as u64, || backend.commit_upload(&id, &digest))
-            .expect("commit");
+        meta.commit_blob(repo, &digest, bytes.len() as u64, || {
+            backend.commit_upload(&id, &digest)
+        })
+        .expect("commit");
         digest
     }
 
@@ -597,13 +605,18 @@ mod tests {
         .expect("manifest");
 
         // Within the grace period nothing goes, referenced or not.
-        assert!(meta.sweep(now() - 3600, &backend).expect("sweep").is_empty());
+        assert!(meta
+            .sweep(now() - 3600, &backend)
+            .expect("sweep")
+            .is_empty());
         assert!(exists(&backend, &stray));
 
         // After it, only the stray blob does; the manifest keeps its blobs.
         let deleted = meta.sweep(now() + 10, &backend).expect("sweep");
         assert_eq!(deleted, vec![stray.clone()]);
-        assert!(!exists(&backend, &stray) && exists(&backend, &layer) && exists(&backend, &manifest));
+        assert!(
+            !exists(&backend, &stray) && exists(&backend, &layer) && exists(&backend, &manifest)
+        );
         assert_eq!(meta.blob_in_repo("app", &layer).expect("lookup"), Some(5));
         assert_eq!(meta.blob_in_repo("app", &stray).expect("lookup"), None);
 
@@ -614,7 +627,10 @@ mod tests {
         w.write_all(b"orphan").expect("write");
         w.sync().expect("sync");
         backend.commit_upload(&id, &orphan).expect("rename");
-        assert_eq!(meta.sweep(now() - 3600, &backend).expect("sweep"), vec![orphan.clone()]);
+        assert_eq!(
+            meta.sweep(now() - 3600, &backend).expect("sweep"),
+            vec![orphan.clone()]
+        );
 
         // Deleting the manifest releases its blobs to the next sweep past the grace period.
         assert!(meta.delete_manifest("app", &manifest).expect("delete"));
@@ -648,10 +664,18 @@ mod tests {
             Err(PutManifestError::Missing(d)) => assert_eq!(d, elsewhere),
             other => panic!("expected a missing blob, got {:?}", other.err()),
         }
-        assert!(meta.manifest("app", &Reference::Tag("v1")).expect("lookup").is_none());
+        assert!(meta
+            .manifest("app", &Reference::Tag("v1"))
+            .expect("lookup")
+            .is_none());
         // Mounted from `other`, it is there.
-        assert_eq!(meta.mount("app", &elsewhere, Some("other")).expect("mount"), Some(5));
-        meta.put_manifest(&new, || Ok(())).map_err(|e| format!("{e:?}")).expect("put");
+        assert_eq!(
+            meta.mount("app", &elsewhere, Some("other")).expect("mount"),
+            Some(5)
+        );
+        meta.put_manifest(&new, || Ok(()))
+            .map_err(|e| format!("{e:?}"))
+            .expect("put");
         let mut body = String::new();
         backend
             .reader(&elsewhere, 0, 5)
