@@ -4,8 +4,8 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-/// One error code of the OCI distribution spec (plus distribution's `RANGE_INVALID`,
-/// `TAG_INVALID` and `PAGINATION_NUMBER_INVALID`, which clients also know).
+/// One error code of the OCI distribution spec (plus `TAG_INVALID`, a legacy code the spec
+/// still names). Only these may appear in an error body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     BlobUnknown,
@@ -22,9 +22,7 @@ pub enum Code {
     Denied,
     Unsupported,
     TooManyRequests,
-    RangeInvalid,
     TagInvalid,
-    PaginationNumberInvalid,
 }
 
 impl Code {
@@ -44,9 +42,7 @@ impl Code {
             Code::Denied => "DENIED",
             Code::Unsupported => "UNSUPPORTED",
             Code::TooManyRequests => "TOOMANYREQUESTS",
-            Code::RangeInvalid => "RANGE_INVALID",
             Code::TagInvalid => "TAG_INVALID",
-            Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
         }
     }
 
@@ -68,9 +64,7 @@ impl Code {
             Code::Denied => "requested access to the resource is denied",
             Code::Unsupported => "the operation is unsupported",
             Code::TooManyRequests => "too many requests",
-            Code::RangeInvalid => "invalid content range",
             Code::TagInvalid => "manifest tag did not match URI",
-            Code::PaginationNumberInvalid => "invalid number of results requested",
         }
     }
 
@@ -84,7 +78,6 @@ impl Code {
             Code::Denied => StatusCode::FORBIDDEN,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            Code::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -99,6 +92,8 @@ pub struct ApiError {
     pub message: String,
     pub detail: serde_json::Value,
     pub headers: Vec<(&'static str, String)>,
+    /// Answer with the status and headers only (a 416 to a ranged GET has no error body).
+    pub bodiless: bool,
 }
 
 impl ApiError {
@@ -109,7 +104,13 @@ impl ApiError {
             message: code.default_message().to_string(),
             detail: serde_json::Value::Null,
             headers: Vec::new(),
+            bodiless: false,
         }
+    }
+
+    pub fn bodiless(mut self) -> ApiError {
+        self.bodiless = true;
+        self
     }
 
     pub fn message(mut self, message: impl Into<String>) -> ApiError {
@@ -141,6 +142,7 @@ impl ApiError {
             message: format!("{context}: internal error"),
             detail: serde_json::Value::Null,
             headers: Vec::new(),
+            bodiless: false,
         }
     }
 }
@@ -158,7 +160,11 @@ impl IntoResponse for ApiError {
                 "detail": self.detail,
             }]
         });
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let mut response = if self.bodiless {
+            (self.status, [(axum::http::header::CONTENT_LENGTH, "0")]).into_response()
+        } else {
+            (self.status, axum::Json(body)).into_response()
+        };
         for (name, value) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 response.headers_mut().insert(name, v);

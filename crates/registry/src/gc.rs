@@ -26,10 +26,13 @@ impl Registry {
             self.backend.delete_upload(&id)?;
             report.uploads_expired += 1;
         }
-        // Session files with no row: their session was cancelled or expired but the process
-        // died before the file went.
-        for id in self.backend.list_uploads()? {
-            if self.meta.upload(&id)?.is_none() {
+        // Files with no session row: a session cancelled or expired by a process that died
+        // before the file went, or a manifest PUT's staging file. The latter is live for
+        // milliseconds, so only files idle longer than the grace period are touched.
+        let idle_before = std::time::SystemTime::now()
+            - std::time::Duration::from_secs(self.config.gc.grace.max(60));
+        for (id, modified) in self.backend.list_uploads()? {
+            if modified < idle_before && self.meta.upload(&id)?.is_none() {
                 self.backend.delete_upload(&id)?;
             }
         }

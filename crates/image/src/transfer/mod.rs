@@ -117,7 +117,13 @@ pub(crate) fn decompressed<'a>(
 /// short first line is kept, so garbage input gives a readable error.
 pub(crate) fn tar_error(path: &Path, source: std::io::Error) -> TransferError {
     let message = source.to_string();
-    let first: String = message.lines().next().unwrap_or_default().chars().take(100).collect();
+    let first: String = message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(100)
+        .collect();
     TransferError::Tar {
         path: path.to_path_buf(),
         source: std::io::Error::new(source.kind(), first),

@@ -30,6 +30,27 @@ pub const EMPTY_JSON: &[u8] = b"{}";
 pub const EMPTY_JSON_DIGEST: &str =
     "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
+/// The error codes of the spec's "Error Codes" table ("The `code` field MUST be one of the
+/// following"), plus the two legacy Docker codes it names as ones clients may encounter.
+pub const SPEC_ERROR_CODES: &[&str] = &[
+    "BLOB_UNKNOWN",
+    "BLOB_UPLOAD_INVALID",
+    "BLOB_UPLOAD_UNKNOWN",
+    "DIGEST_INVALID",
+    "MANIFEST_BLOB_UNKNOWN",
+    "MANIFEST_INVALID",
+    "MANIFEST_UNKNOWN",
+    "NAME_INVALID",
+    "NAME_UNKNOWN",
+    "SIZE_INVALID",
+    "UNAUTHORIZED",
+    "DENIED",
+    "UNSUPPORTED",
+    "TOOMANYREQUESTS",
+    "TAG_INVALID",
+    "MANIFEST_UNVERIFIED",
+];
+
 /// Every manifest type the tests push; sent as `Accept` on manifest pulls.
 pub const ALL_MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, \
      application/vnd.oci.image.index.v1+json, \
@@ -281,10 +302,14 @@ impl Registry {
     /// Pushes a small config and `layers` into `repo`, then an OCI image manifest for them
     /// under `reference`. Returns `(manifest bytes, manifest digest)`.
     pub fn push_image(&self, repo: &str, reference: &str, layers: &[&[u8]]) -> (Vec<u8>, String) {
-        let config = format!(
-            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"kiln-test":"{repo}/{reference}/{}"}}"#,
-            layers.len()
-        );
+        // Unique per repository and reference, so configs do not collide across images.
+        let config = serde_json::to_string(&json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "kiln-test": format!("{repo}/{reference}/{}", layers.len()),
+        }))
+        .expect("serialize config");
         let config_digest = self.push_blob(repo, config.as_bytes());
         let layer_descs: Vec<(String, usize)> = layers
             .iter()
@@ -297,8 +322,8 @@ impl Registry {
 
     /// Sends a hand-written HTTP/1.1 request over a fresh TCP connection (for requests reqwest
     /// cannot express: wrong Content-Length, un-normalized `..` paths). See [`raw_http`].
-    pub fn raw(&self, request_head: &str, body: &[u8]) -> RawOutcome {
-        raw_http(&self.addr(), request_head, body)
+    pub fn raw(&self, request_head: &str, body: &[u8], half_close: bool) -> RawOutcome {
+        raw_http(&self.addr(), request_head, body, half_close)
     }
 
     fn server_log(&self) -> String {
@@ -327,7 +352,18 @@ pub fn send(req: RequestBuilder) -> Response {
     let what = format!("{} {}", req.method(), req.url());
     client
         .execute(req)
-        .unwrap_or_else(|e| panic!("{what}: transport error: {e}"))
+        .unwrap_or_else(|e| panic!("{what}: transport error: {}", error_chain(&e)))
+}
+
+/// An error with its sources, `a: b: c`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }
 
 /// A header as a string, if present and valid UTF-8.
@@ -387,8 +423,22 @@ pub fn assert_error(resp: Response, status: u16, code: &str) {
 /// Asserts the status is one of `statuses` and the error body carries one of `codes`.
 /// Returns the codes found.
 pub fn assert_error_any(resp: Response, statuses: &[u16], codes: &[&str]) -> Vec<String> {
+    assert_error_for("", resp, statuses, codes)
+}
+
+/// [`assert_error_any`] with a description of the case for the failure message.
+pub fn assert_error_for(
+    case: &str,
+    resp: Response,
+    statuses: &[u16],
+    codes: &[&str],
+) -> Vec<String> {
     let status = resp.status().as_u16();
-    let what = format!("{}", resp.url());
+    let what = if case.is_empty() {
+        format!("{} {}", resp.status(), resp.url())
+    } else {
+        format!("{case} ({})", resp.url())
+    };
     let bytes = body(resp);
     let text = String::from_utf8_lossy(&bytes);
     assert!(
@@ -423,8 +473,8 @@ pub fn error_codes(what: &str, bytes: &[u8]) -> Vec<String> {
                 .as_str()
                 .unwrap_or_else(|| panic!("{what}: error entry without string `code`: {text}"));
             assert!(
-                !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
-                "{what}: error code {code:?} must be uppercase letters and underscores"
+                SPEC_ERROR_CODES.contains(&code),
+                "{what}: error code {code:?} is not in the spec's list {SPEC_ERROR_CODES:?}: {text}"
             );
             if let Some(message) = e.get("message") {
                 assert!(
@@ -451,16 +501,34 @@ pub fn expect_status(resp: Response, status: u16, what: &str) -> Vec<u8> {
     bytes
 }
 
-/// Asserts the response is not a server error.
+/// Asserts a 416 answer; a JSON body, if any, must be a valid OCI error document ("If the
+/// response body is in JSON format, it MUST have the following format").
+pub fn assert_416(resp: Response, what: &str) {
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().map(|b| b.to_vec()).unwrap_or_default();
+    assert_eq!(
+        status,
+        416,
+        "{what}: expected 416, got {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    if serde_json::from_slice::<Value>(&bytes).is_ok() {
+        error_codes(what, &bytes);
+    }
+}
+
+/// Asserts the response is not a server error, and that a 4xx other than 416 (a Range
+/// answer) carries an OCI error body. Returns the status.
 pub fn assert_not_5xx(resp: Response, what: &str) -> u16 {
     let status = resp.status().as_u16();
-    let bytes = body(resp);
+    // Only the status matters here; a body that fails to arrive is not a server error.
+    let bytes = resp.bytes().map(|b| b.to_vec()).unwrap_or_default();
     assert!(
         status < 500,
         "{what}: server error {status}: {}",
         String::from_utf8_lossy(&bytes)
     );
-    if (400..500).contains(&status) && !bytes.is_empty() {
+    if (400..500).contains(&status) && status != 416 {
         error_codes(what, &bytes);
     }
     status
@@ -588,8 +656,10 @@ pub enum RawOutcome {
 }
 
 /// Writes `request_head` (request line and headers, without the blank line), `\r\n\r\n`,
-/// and `body`, then shuts down the write side and reads whatever comes back.
-pub fn raw_http(addr: &str, request_head: &str, body: &[u8]) -> RawOutcome {
+/// and `body`, then reads whatever comes back until the server closes. With `half_close` the
+/// write side is shut down after the body (a client giving up on a body it announced as
+/// longer); otherwise `request_head` should carry `Connection: close`.
+pub fn raw_http(addr: &str, request_head: &str, body: &[u8], half_close: bool) -> RawOutcome {
     let mut stream = TcpStream::connect(addr).expect("connect to the registry");
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -604,7 +674,9 @@ pub fn raw_http(addr: &str, request_head: &str, body: &[u8]) -> RawOutcome {
     // The server may answer (and close) before reading everything; a failed write is fine.
     let _ = stream.write_all(&bytes);
     let _ = stream.flush();
-    let _ = stream.shutdown(Shutdown::Write);
+    if half_close {
+        let _ = stream.shutdown(Shutdown::Write);
+    }
     let mut reply = Vec::new();
     let mut buf = [0u8; 8192];
     loop {

@@ -107,11 +107,13 @@ pub(super) fn get(
         );
     };
     let range = parse_range(header_str(headers, "range"), size).map_err(|()| {
-        code(Code::RangeInvalid)
+        code(Code::BlobUnknown)
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
             .message(format!(
                 "requested range not satisfiable for a blob of {size} bytes"
             ))
             .header("content-range", format!("bytes */{size}"))
+            .bodiless()
     })?;
     let (status, offset, len) = match range {
         Some((start, len)) => (StatusCode::PARTIAL_CONTENT, start, len),

@@ -12,7 +12,11 @@ use crate::error::{code, ApiResult, Code};
 fn pagination(query: &[(String, String)]) -> ApiResult<(Option<usize>, Option<String>)> {
     let n = match query_value(query, "n") {
         Some(n) => Some(n.parse::<usize>().map_err(|_| {
-            code(Code::PaginationNumberInvalid).message(format!("invalid page size n={n:?}"))
+            code(Code::Unsupported)
+                .status(StatusCode::BAD_REQUEST)
+                .message(format!(
+                    "invalid page size n={n:?}: must be a non-negative integer"
+                ))
         })?),
         None => None,
     };

@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use kiln_image::model::{self, media_types as mt, Document, MAX_DOCUMENT_SIZE};
 use kiln_image::Digest;
 
-use super::{header_str, internal, parse_reference, Shared};
+use futures_util::StreamExt;
+
+use super::{drain_then, header_str, internal, parse_reference, Shared};
 use crate::error::{code, ApiError, ApiResult, Code};
 use crate::storage::meta::{NewManifest, PutManifestError, Reference};
 
@@ -65,13 +67,7 @@ pub(super) async fn put(
     let declared = header_str(req.headers(), "content-type")
         .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
         .filter(|c| model::is_manifest_media_type(c) || model::is_index_media_type(c));
-    let bytes = axum::body::to_bytes(req.into_body(), MAX_DOCUMENT_SIZE as usize)
-        .await
-        .map_err(|e| {
-            invalid(format!(
-                "reading the body failed or it exceeds {MAX_DOCUMENT_SIZE} bytes: {e}"
-            ))
-        })?;
+    let bytes = read_manifest_body(req.into_body()).await?;
     r.metrics
         .bytes_in
         .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -208,6 +204,28 @@ pub(super) async fn put(
     }
     h.insert(header::CONTENT_LENGTH, 0.into());
     Ok(response)
+}
+
+/// Reads a manifest body of at most `MAX_DOCUMENT_SIZE` bytes. A bigger one is read off the
+/// wire (so the client hears the answer rather than a reset) and refused with 413.
+async fn read_manifest_body(body: axum::body::Body) -> ApiResult<Vec<u8>> {
+    let too_big = || {
+        code(Code::SizeInvalid)
+            .status(StatusCode::PAYLOAD_TOO_LARGE)
+            .message(format!(
+                "manifest exceeds the {MAX_DOCUMENT_SIZE}-byte limit"
+            ))
+    };
+    let mut bytes = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| invalid(format!("reading the body failed: {e}")))?;
+        if bytes.len() + chunk.len() > MAX_DOCUMENT_SIZE as usize {
+            return Err(drain_then(axum::body::Body::from_stream(stream), too_big()).await);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 pub(super) fn delete(r: &Shared, name: &str, reference: &str) -> ApiResult<Response> {

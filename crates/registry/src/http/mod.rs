@@ -346,6 +346,27 @@ pub(crate) async fn stream_body(
     Ok(total)
 }
 
+/// Largest request body read off the wire only to be thrown away before an error answer.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// Reads and discards what is left of a refused request's body, then returns `error` —
+/// with `Connection: close` when the body was too big to drain, so the client is told
+/// rather than reset.
+pub(crate) async fn drain_then(body: Body, error: ApiError) -> ApiError {
+    let mut stream = body.into_data_stream();
+    let mut read = 0u64;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => read += c.len() as u64,
+            Err(_) => return error,
+        }
+        if read > DRAIN_LIMIT {
+            return error.header("connection", "close");
+        }
+    }
+    error
+}
+
 pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }

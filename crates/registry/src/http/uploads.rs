@@ -6,7 +6,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{
-    check_name, header_str, internal, origin, parse_digest, query_value, stream_body, Shared,
+    check_name, drain_then, header_str, internal, origin, parse_digest, query_value, stream_body,
+    Shared,
 };
 use crate::auth::{Action, Scope};
 use crate::error::{code, ApiError, ApiResult, Code};
@@ -66,7 +67,8 @@ fn check_chunk(headers: &HeaderMap, session: &Session) -> ApiResult<()> {
         return Ok(());
     };
     let invalid = |why: String| {
-        code(Code::RangeInvalid)
+        code(Code::BlobUploadInvalid)
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
             .message(why)
             .header("range", range_value(session.size))
             .header(
@@ -98,7 +100,11 @@ fn check_chunk(headers: &HeaderMap, session: &Session) -> ApiResult<()> {
 
 /// Appends a request body to a session; a body that breaks off half-way is undone.
 async fn append_body(r: &Shared, session: &mut Session, req: Request) -> ApiResult<()> {
-    check_chunk(req.headers(), session)?;
+    if let Err(e) = check_chunk(req.headers(), session) {
+        // Answering before the body is read would make the client's socket reset under it;
+        // read the chunk off the wire first (within reason).
+        return Err(drain_then(req.into_body(), e).await);
+    }
     let mark = session.mark();
     let result = stream_body(r, req.into_body(), |chunk| session.append(chunk)).await;
     if let Err(e) = result {

@@ -36,8 +36,8 @@ pub trait BlobBackend: Send + Sync + 'static {
     /// upload is simply discarded (content-addressed: the bytes are the same).
     fn commit_upload(&self, id: &str, digest: &Digest) -> io::Result<()>;
     fn delete_upload(&self, id: &str) -> io::Result<()>;
-    /// Upload sessions present in storage.
-    fn list_uploads(&self) -> io::Result<Vec<String>>;
+    /// Upload sessions present in storage, with when each was last written.
+    fn list_uploads(&self) -> io::Result<Vec<(String, std::time::SystemTime)>>;
     fn delete_blob(&self, digest: &Digest) -> io::Result<()>;
     /// Every committed blob (for garbage collection of files the database lost track of).
     fn list_blobs(&self) -> io::Result<Vec<Digest>>;
@@ -187,11 +187,18 @@ impl BlobBackend for FsBackend {
         }
     }
 
-    fn list_uploads(&self) -> io::Result<Vec<String>> {
+    fn list_uploads(&self) -> io::Result<Vec<(String, std::time::SystemTime)>> {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.uploads)? {
-            if let Some(name) = entry?.file_name().to_str() {
-                out.push(name.to_string());
+            let entry = entry?;
+            let modified = match entry.metadata() {
+                Ok(m) => m.modified()?,
+                // Gone since the listing: nothing to collect.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if let Some(name) = entry.file_name().to_str() {
+                out.push((name.to_string(), modified));
             }
         }
         Ok(out)
