@@ -58,6 +58,9 @@ pub struct Registry {
     pub(crate) sessions: Sessions,
     pub(crate) auth: Auth,
     pub(crate) metrics: Metrics,
+    /// Each repository's sorted tags, as last read; dropped whenever this process changes
+    /// them (one server process owns a root; `kiln registry gc` never touches tags).
+    pub(crate) tag_cache: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<String>>>>,
 }
 
 impl Registry {
@@ -78,7 +81,36 @@ impl Registry {
             sessions: Sessions::default(),
             auth,
             metrics: Metrics::default(),
+            tag_cache: Default::default(),
         })
+    }
+}
+
+impl Registry {
+    /// All tags of `repo`, sorted, from the cache when it has them.
+    pub(crate) fn all_tags(
+        &self,
+        repo: &str,
+    ) -> Result<Arc<Vec<String>>, storage::meta::MetaError> {
+        if let Some(tags) = self
+            .tag_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(repo).cloned())
+        {
+            return Ok(tags);
+        }
+        let tags = Arc::new(self.meta.tags(repo, None, None)?);
+        if let Ok(mut cache) = self.tag_cache.lock() {
+            cache.insert(repo.to_string(), tags.clone());
+        }
+        Ok(tags)
+    }
+
+    pub(crate) fn tags_changed(&self, repo: &str) {
+        if let Ok(mut cache) = self.tag_cache.lock() {
+            cache.remove(repo);
+        }
     }
 }
 

@@ -58,14 +58,23 @@ fn json_with_link(body: serde_json::Value, link: Option<String>) -> Response {
 
 pub(super) fn tags(r: &Shared, name: &str, query: &[(String, String)]) -> ApiResult<Response> {
     let (n, last) = pagination(query)?;
-    let tags = r
-        .meta
-        .tags(name, last.as_deref(), n)
-        .map_err(internal("listing tags"))?;
-    if tags.is_empty() && !r.meta.repo_exists(name).map_err(internal("listing tags"))? {
+    let all = r.all_tags(name).map_err(internal("listing tags"))?;
+    if all.is_empty() && !r.meta.repo_exists(name).map_err(internal("listing tags"))? {
         return Err(code(Code::NameUnknown).detail(serde_json::json!({ "name": name })));
     }
-    let (tags, link) = page(tags, n, &format!("/v2/{name}/tags/list"));
+    // Tags are sorted by bytes, as SQLite's default collation and the spec's lexical order.
+    let start = match &last {
+        Some(l) => all.partition_point(|t| t.as_str() <= l.as_str()),
+        None => 0,
+    };
+    let end = n.map_or(all.len(), |n| {
+        all.len().min(start.saturating_add(n).saturating_add(1))
+    });
+    let (tags, link) = page(
+        all[start..end].to_vec(),
+        n,
+        &format!("/v2/{name}/tags/list"),
+    );
     Ok(json_with_link(
         serde_json::json!({ "name": name, "tags": tags }),
         link,

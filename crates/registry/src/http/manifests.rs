@@ -188,6 +188,9 @@ pub(super) async fn put(
         let _ = r.backend.delete_upload(&upload_id);
     }
     outcome?;
+    if tag.is_some() {
+        r.tags_changed(name);
+    }
 
     let mut response = StatusCode::CREATED.into_response();
     let h = response.headers_mut();
@@ -234,6 +237,7 @@ pub(super) fn delete(r: &Shared, name: &str, reference: &str) -> ApiResult<Respo
         Reference::Digest(d) => r.meta.delete_manifest(name, &d),
     }
     .map_err(internal("deleting manifest"))?;
+    r.tags_changed(name);
     if !found {
         return Err(unknown(reference));
     }
