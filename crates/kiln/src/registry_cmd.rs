@@ -73,6 +73,7 @@ pub fn run(root: Option<&Path>, command: RegistryCommand) -> Result<()> {
             let root = storage_root(root, &config);
             let registry = Registry::open(config, &root)
                 .with_context(|| format!("opening the registry at {}", root.display()))?;
+            kiln_registry::tune_process();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -114,6 +114,17 @@ impl Registry {
     }
 }
 
+/// Process-wide settings for a registry server; call before any thread starts. glibc gives
+/// every thread its own malloc arena, which keeps freed request buffers resident per thread;
+/// two arenas serve an I/O-bound server as well and hold far less memory.
+pub fn tune_process() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator parameters; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// The HTTP application (for serving, or for driving in-process as the fuzz target does).
 pub fn app(registry: Arc<Registry>) -> axum::Router {
     http::router(registry)

@@ -17,20 +17,8 @@ pub struct Session {
     pub id: String,
     pub repo: String,
     pub size: u64,
-    writer: Option<Box<dyn UploadWriter>>,
+    writer: Box<dyn UploadWriter>,
     hasher: Hasher,
-}
-
-/// Bytes handed to the writing thread at a time: large enough that the thread wakes rarely,
-/// small enough that concurrent uploads hold little memory.
-const BATCH: usize = 256 << 10;
-
-/// Why appending a request body failed.
-pub enum AppendError<E> {
-    /// The body itself broke off (client went away, bad framing).
-    Body(E),
-    /// Storage refused the bytes.
-    Storage(std::io::Error),
 }
 
 /// Where a chunk started, so that a chunk that fails half-way can be undone exactly.
@@ -47,93 +35,26 @@ impl Session {
         }
     }
 
-    fn writer(&mut self) -> std::io::Result<&mut Box<dyn UploadWriter>> {
-        self.writer
-            .as_mut()
-            .ok_or_else(|| std::io::Error::other("upload writer lost by an earlier failure"))
-    }
-
-    /// Appends a stream of body chunks. Writing and hashing run on a blocking thread while
-    /// this task keeps reading the socket: the async workers never stall on disk or hashing,
-    /// and big uploads use a second core. The bytes are batched so the thread wakes rarely.
-    pub async fn append_stream<S, E>(&mut self, mut chunks: S) -> Result<u64, AppendError<E>>
-    where
-        S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
-    {
-        use futures_util::StreamExt;
-        let Some(mut writer) = self.writer.take() else {
-            return Err(AppendError::Storage(std::io::Error::other(
-                "upload writer lost by an earlier failure",
-            )));
-        };
-        let mut hasher = self.hasher.clone();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<bytes::Bytes>>(2);
-        let worker = tokio::task::spawn_blocking(move || {
-            let mut written = 0u64;
-            let mut result = Ok(());
-            'batches: while let Some(batch) = rx.blocking_recv() {
-                for piece in batch {
-                    if let Err(e) = writer.write_all(&piece) {
-                        result = Err(e);
-                        break 'batches;
-                    }
-                    hasher.update(&piece);
-                    written += piece.len() as u64;
-                }
-            }
-            (writer, hasher, written, result)
-        });
-        let mut batch = Vec::new();
-        let mut batched = 0usize;
-        let mut body_error = None;
-        while let Some(chunk) = chunks.next().await {
-            match chunk {
-                Ok(piece) => {
-                    batched += piece.len();
-                    batch.push(piece);
-                    if batched >= BATCH {
-                        batched = 0;
-                        if tx.send(std::mem::take(&mut batch)).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-                Err(e) => {
-                    body_error = Some(e);
-                    break;
-                }
-            }
-        }
-        if body_error.is_none() && !batch.is_empty() {
-            let _ = tx.send(batch).await;
-        }
-        drop(tx);
-        let (writer, hasher, written, result) = worker.await.map_err(|e| {
-            AppendError::Storage(std::io::Error::other(format!("upload writer thread: {e}")))
-        })?;
-        self.writer = Some(writer);
-        self.hasher = hasher;
-        self.size += written;
-        if let Some(e) = body_error {
-            return Err(AppendError::Body(e));
-        }
-        result.map_err(AppendError::Storage)?;
-        Ok(written)
+    pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+        Ok(())
     }
 
     pub fn rewind(&mut self, mark: Mark) -> std::io::Result<()> {
-        self.writer()?.truncate(mark.size)?;
+        self.writer.truncate(mark.size)?;
         self.size = mark.size;
         self.hasher = mark.hasher;
         Ok(())
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {
-        self.writer()?.flush()
+        self.writer.flush()
     }
 
     pub fn sync(&mut self) -> std::io::Result<()> {
-        self.writer()?.sync()
+        self.writer.sync()
     }
 
     /// The digest of everything appended, in `algorithm` (sha512 is recomputed from storage,
@@ -192,7 +113,7 @@ impl Sessions {
             id: id.clone(),
             repo: repo.to_string(),
             size: 0,
-            writer: Some(writer),
+            writer,
             hasher: Algorithm::Sha256.hasher(),
         }));
         if let Ok(mut live) = self.live.lock() {
@@ -234,7 +155,7 @@ impl Sessions {
             id: id.to_string(),
             repo: owner,
             size,
-            writer: Some(writer),
+            writer,
             hasher,
         }));
         // Two requests may resume the same session at once: the first one in wins.

@@ -327,6 +327,25 @@ async fn handle(r: &Shared, route: Route, req: Request) -> ApiResult<Response> {
     }
 }
 
+/// Streams a body into `sink`, counting bytes; `limit` caps what is accepted.
+pub(crate) async fn stream_body(
+    r: &Registry,
+    body: Body,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> ApiResult<u64> {
+    let mut stream = body.into_data_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            code(Code::SizeInvalid).message(format!("reading the request body failed: {e}"))
+        })?;
+        sink(&chunk).map_err(|e| ApiError::internal("writing upload", e))?;
+        total += chunk.len() as u64;
+    }
+    r.metrics.bytes_in.fetch_add(total, Ordering::Relaxed);
+    Ok(total)
+}
+
 /// Largest request body read off the wire only to be thrown away before an error answer.
 const DRAIN_LIMIT: u64 = 64 << 20;
 

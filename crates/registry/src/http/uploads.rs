@@ -6,11 +6,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{
-    check_name, drain_then, header_str, internal, origin, parse_digest, query_value, Shared,
+    check_name, drain_then, header_str, internal, origin, parse_digest, query_value, stream_body,
+    Shared,
 };
 use crate::auth::{Action, Scope};
 use crate::error::{code, ApiError, ApiResult, Code};
-use crate::uploads::{AppendError, Session, SessionHandle};
+use crate::uploads::{Session, SessionHandle};
 
 /// Advertised as `OCI-Chunk-Min-Length`: the smallest part an object store's multipart upload
 /// accepts, so that clients size chunks to suit any backend. Smaller chunks are still taken.
@@ -105,22 +106,8 @@ async fn append_body(r: &Shared, session: &mut Session, req: Request) -> ApiResu
         return Err(drain_then(req.into_body(), e).await);
     }
     let mark = session.mark();
-    let result = session
-        .append_stream(req.into_body().into_data_stream())
-        .await;
-    let error = match result {
-        Ok(n) => {
-            r.metrics
-                .bytes_in
-                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            None
-        }
-        Err(AppendError::Body(e)) => {
-            Some(code(Code::SizeInvalid).message(format!("reading the request body failed: {e}")))
-        }
-        Err(AppendError::Storage(e)) => Some(ApiError::internal("writing upload", e)),
-    };
-    if let Some(e) = error {
+    let result = stream_body(r, req.into_body(), |chunk| session.append(chunk)).await;
+    if let Err(e) = result {
         session
             .rewind(mark)
             .map_err(|e| ApiError::internal("undoing a broken chunk", e))?;
