@@ -60,7 +60,7 @@ pub struct Registry {
     pub(crate) metrics: Metrics,
     /// Each repository's sorted tags, as last read; dropped whenever this process changes
     /// them (one server process owns a root; `kiln registry gc` never touches tags).
-    pub(crate) tag_cache: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<String>>>>,
+    pub(crate) tag_cache: std::sync::Mutex<std::collections::HashMap<String, Arc<TagList>>>,
 }
 
 impl Registry {
@@ -86,12 +86,15 @@ impl Registry {
     }
 }
 
+/// A repository's tags, sorted, with the unpaginated `tags/list` answer ready to send.
+pub(crate) struct TagList {
+    pub tags: Vec<String>,
+    pub json: bytes::Bytes,
+}
+
 impl Registry {
     /// All tags of `repo`, sorted, from the cache when it has them.
-    pub(crate) fn all_tags(
-        &self,
-        repo: &str,
-    ) -> Result<Arc<Vec<String>>, storage::meta::MetaError> {
+    pub(crate) fn all_tags(&self, repo: &str) -> Result<Arc<TagList>, storage::meta::MetaError> {
         if let Some(tags) = self
             .tag_cache
             .lock()
@@ -100,7 +103,13 @@ impl Registry {
         {
             return Ok(tags);
         }
-        let tags = Arc::new(self.meta.tags(repo, None, None)?);
+        let tags = self.meta.tags(repo, None, None)?;
+        let json = serde_json::to_vec(&serde_json::json!({ "name": repo, "tags": tags }))
+            .unwrap_or_default();
+        let tags = Arc::new(TagList {
+            tags,
+            json: bytes::Bytes::from(json),
+        });
         if let Ok(mut cache) = self.tag_cache.lock() {
             cache.insert(repo.to_string(), tags.clone());
         }

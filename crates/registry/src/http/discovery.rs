@@ -58,9 +58,18 @@ fn json_with_link(body: serde_json::Value, link: Option<String>) -> Response {
 
 pub(super) fn tags(r: &Shared, name: &str, query: &[(String, String)]) -> ApiResult<Response> {
     let (n, last) = pagination(query)?;
-    let all = r.all_tags(name).map_err(internal("listing tags"))?;
+    let list = r.all_tags(name).map_err(internal("listing tags"))?;
+    let all = &list.tags;
     if all.is_empty() && !r.meta.repo_exists(name).map_err(internal("listing tags"))? {
         return Err(code(Code::NameUnknown).detail(serde_json::json!({ "name": name })));
+    }
+    if n.is_none() && last.is_none() {
+        let mut response = (StatusCode::OK, list.json.clone()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        return Ok(response);
     }
     // Tags are sorted by bytes, as SQLite's default collation and the spec's lexical order.
     let start = match &last {
