@@ -430,8 +430,9 @@ impl BlobWriter {
 /// Bytes of a blob handed to the disk at a time while it is still being written.
 const WRITEBACK_STRETCH: u64 = 8 << 20;
 
-/// Asks the kernel to begin writing a range of the file out, without waiting for it.
-fn start_writeback(file: &File, offset: u64, len: u64) {
+/// Asks the kernel to begin writing a range of the file out, without waiting for it, so that
+/// a later fsync finds little left to do. Shared by every writer of large files in kiln.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
         return;

@@ -7,6 +7,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use kiln_image::digest::Algorithm;
+use kiln_image::store::blobs::start_writeback;
 use kiln_image::Digest;
 
 /// An upload session's bytes as they arrive.
@@ -115,18 +116,6 @@ impl UploadWriter for FsUpload {
     fn sync(&mut self) -> io::Result<()> {
         self.file.flush()?;
         self.file.get_ref().sync_data()
-    }
-}
-
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    // SAFETY: the descriptor is valid while `file` lives; the call only schedules I/O, and a
-    // failure is harmless because commit fsyncs regardless.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 
