@@ -33,18 +33,11 @@ pub fn kiln_bin() -> &'static str {
     env!("CARGO_BIN_EXE_kiln")
 }
 
-/// Finds a tool on PATH. A missing tool fails the test: a skipped end-to-end test proves
-/// nothing.
-pub fn which(tool: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(tool);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("{tool} is not installed; run scripts/install-deps");
-}
+#[path = "../common/mod.rs"]
+mod common;
+
+/// Finds a tool on PATH; a missing tool fails the test (shared with the image-store tests).
+pub use common::which;
 
 // ---------------------------------------------------------------------------------------
 // Running tools
