@@ -64,11 +64,11 @@ pub(super) fn stream(
             }
         };
         loop {
-            let mut buf = vec![0u8; CHUNK];
-            match reader.read(&mut buf) {
+            // Filled by the read itself: no zeroing of memory that is overwritten at once.
+            let mut buf = Vec::with_capacity(CHUNK);
+            match (&mut reader).take(CHUNK as u64).read_to_end(&mut buf) {
                 Ok(0) => return,
-                Ok(n) => {
-                    buf.truncate(n);
+                Ok(_) => {
                     if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                         return;
                     }
