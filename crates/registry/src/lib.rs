@@ -103,7 +103,7 @@ impl Registry {
         {
             return Ok(tags);
         }
-        let tags = self.meta.tags(repo, None, None)?;
+        let tags = self.meta.tags(repo)?;
         let json = serde_json::to_vec(&serde_json::json!({ "name": repo, "tags": tags }))
             .unwrap_or_default();
         let tags = Arc::new(TagList {

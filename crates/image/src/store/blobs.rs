@@ -241,25 +241,7 @@ impl BlobStore {
 
     /// Every committed blob. Files that are not named like a digest are skipped.
     pub fn list(&self) -> Result<Vec<Digest>, StoreError> {
-        let mut out = Vec::new();
-        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
-            let dir = self.blobs.join(algorithm.name());
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::io(&dir, e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
-                let name = entry.file_name();
-                if let Some(name) = name.to_str() {
-                    if let Ok(d) = Digest::parse(&format!("{algorithm}:{name}")) {
-                        out.push(d);
-                    }
-                }
-            }
-        }
-        Ok(out)
+        digests_in(&self.blobs).map_err(|e| StoreError::io(&self.blobs, e))
     }
 
     /// Removes ingest files left by writers that died (their lock is free). Files of live
@@ -429,6 +411,27 @@ impl BlobWriter {
 
 /// Bytes of a blob handed to the disk at a time while it is still being written.
 const WRITEBACK_STRETCH: u64 = 8 << 20;
+
+/// The digests of the blobs in a `<dir>/<algorithm>/<hex>` tree (the layout of kiln's store,
+/// of OCI layouts and of the registry). Files not named like a digest are skipped.
+pub fn digests_in(dir: &Path) -> io::Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+        let entries = match fs::read_dir(dir.join(algorithm.name())) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            if let Some(name) = entry?.file_name().to_str() {
+                if let Ok(d) = Digest::parse(&format!("{algorithm}:{name}")) {
+                    out.push(d);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// Asks the kernel to begin writing a range of the file out, without waiting for it, so that
 /// a later fsync finds little left to do. Shared by every writer of large files in kiln.

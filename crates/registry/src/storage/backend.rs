@@ -6,8 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use kiln_image::digest::Algorithm;
-use kiln_image::store::blobs::start_writeback;
+use kiln_image::store::blobs::{digests_in, start_writeback};
 use kiln_image::Digest;
 
 /// An upload session's bytes as they arrive.
@@ -201,22 +200,6 @@ impl BlobBackend for FsBackend {
     }
 
     fn list_blobs(&self) -> io::Result<Vec<Digest>> {
-        let mut out = Vec::new();
-        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
-            let dir = self.blobs.join(algorithm.name());
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for entry in entries {
-                if let Some(name) = entry?.file_name().to_str() {
-                    if let Ok(d) = Digest::parse(&format!("{algorithm}:{name}")) {
-                        out.push(d);
-                    }
-                }
-            }
-        }
-        Ok(out)
+        digests_in(&self.blobs)
     }
 }

@@ -391,19 +391,11 @@ impl Meta {
         Ok(found.is_some())
     }
 
-    /// Tags of `repo` after `last`, in byte order, at most `n` (+1 to tell whether more follow).
-    pub fn tags(
-        &self,
-        repo: &str,
-        last: Option<&str>,
-        n: Option<usize>,
-    ) -> Result<Vec<String>, MetaError> {
+    /// Every tag of `repo`, in byte order (the spec's lexical order); callers paginate.
+    pub fn tags(&self, repo: &str) -> Result<Vec<String>, MetaError> {
         let conn = self.conn()?;
-        let limit = n.map_or(-1, |n| n as i64 + 1);
-        let mut stmt = conn.prepare_cached(
-            "SELECT tag FROM tags WHERE repo = ?1 AND tag > ?2 ORDER BY tag LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![repo, last.unwrap_or(""), limit], |r| r.get(0))?;
+        let mut stmt = conn.prepare_cached("SELECT tag FROM tags WHERE repo = ?1 ORDER BY tag")?;
+        let rows = stmt.query_map(params![repo], |r| r.get(0))?;
         Ok(rows.collect::<Result<Vec<String>, _>>()?)
     }
 
