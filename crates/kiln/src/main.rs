@@ -1,10 +1,12 @@
 //! The `kiln` command line.
 
+mod client_cmd;
 mod gotemplate;
 mod humanize;
 mod image_cmd;
 mod inspect;
 mod registry_cmd;
+mod transfer_progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +45,14 @@ enum Command {
     /// Run an OCI distribution registry
     #[command(subcommand)]
     Registry(registry_cmd::RegistryCommand),
+    /// Log in to a registry (credentials are saved in docker's config file)
+    Login(client_cmd::LoginArgs),
+    /// Log out from a registry
+    Logout(client_cmd::LogoutArgs),
+    /// Download an image from a registry
+    Pull(client_cmd::PullArgs),
+    /// Upload an image to a registry
+    Push(client_cmd::PushArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +66,10 @@ fn main() -> ExitCode {
         Command::Tag(args) => image_cmd::run(&root, image_cmd::ImageCommand::Tag(args)),
         Command::Rmi(args) => image_cmd::run(&root, image_cmd::ImageCommand::Rm(args)),
         Command::Inspect(args) => image_cmd::run(&root, image_cmd::ImageCommand::Inspect(args)),
+        Command::Login(args) => client_cmd::login(args),
+        Command::Logout(args) => client_cmd::logout(args),
+        Command::Pull(args) => client_cmd::pull(&root, args),
+        Command::Push(args) => client_cmd::push(&root, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod config;
+mod conn;
 pub mod error;
 pub mod gc;
 mod http;
@@ -207,6 +208,7 @@ pub async fn serve(
                 .map_err(|source| ServeError::Bind { addr, source })
         }
         None => axum_server::from_tcp(listener)
+            .acceptor(conn::TagSocket)
             .handle(handle)
             .serve(service)
             .await

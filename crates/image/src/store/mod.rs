@@ -87,7 +87,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> StoreError {
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> StoreError {
         StoreError::Io {
             path: path.into(),
             source,

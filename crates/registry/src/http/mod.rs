@@ -23,6 +23,7 @@ use kiln_image::reference::{is_valid_repository_path, is_valid_tag};
 use kiln_image::Digest;
 
 use crate::auth::{Action, Scope};
+use crate::conn::{ReceiveLowWater, SocketFd};
 use crate::error::{code, ApiError, ApiResult, Code};
 use crate::storage::meta::Reference;
 use crate::Registry;
@@ -330,15 +331,24 @@ async fn handle(r: &Shared, route: Route, req: Request) -> ApiResult<Response> {
 /// Streams a body into `sink`, counting bytes; `limit` caps what is accepted.
 pub(crate) async fn stream_body(
     r: &Registry,
-    body: Body,
+    req: axum::extract::Request,
     mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> ApiResult<u64> {
-    let mut stream = body.into_data_stream();
+    let mut low_water = ReceiveLowWater::new(
+        req.extensions().get::<SocketFd>().copied(),
+        header_str(req.headers(), "content-length").and_then(|l| l.parse().ok()),
+    );
+    let mut stream = req.into_body().into_data_stream();
     let mut total = 0u64;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        low_water.before_read();
+        let Some(chunk) = stream.next().await else {
+            break;
+        };
         let chunk = chunk.map_err(|e| {
             code(Code::SizeInvalid).message(format!("reading the request body failed: {e}"))
         })?;
+        low_water.received(chunk.len());
         sink(&chunk).map_err(|e| ApiError::internal("writing upload", e))?;
         total += chunk.len() as u64;
     }

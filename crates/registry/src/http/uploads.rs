@@ -106,7 +106,7 @@ async fn append_body(r: &Shared, session: &mut Session, req: Request) -> ApiResu
         return Err(drain_then(req.into_body(), e).await);
     }
     let mark = session.mark();
-    let result = stream_body(r, req.into_body(), |chunk| session.append(chunk)).await;
+    let result = stream_body(r, req, |chunk| session.append(chunk)).await;
     if let Err(e) = result {
         session
             .rewind(mark)
@@ -125,9 +125,7 @@ async fn append_body(r: &Shared, session: &mut Session, req: Request) -> ApiResu
 
 /// Verifies a finished session against `digest` and publishes it.
 fn complete(r: &Shared, session: &mut Session, digest: &kiln_image::Digest) -> ApiResult<Response> {
-    // Everything must be on disk before it is re-read (sha512) or renamed into place.
-    tokio::task::block_in_place(|| session.sync())
-        .map_err(|e| ApiError::internal("syncing upload", e))?;
+    // `append_body` flushed every acknowledged byte, so a re-read (sha512) sees them all.
     let actual = session
         .digest(digest.algorithm(), r.backend.as_ref())
         .map_err(|e| ApiError::internal("hashing upload", e))?;
@@ -142,6 +140,7 @@ fn complete(r: &Shared, session: &mut Session, digest: &kiln_image::Digest) -> A
             ));
     }
     let (repo, id, size) = (session.repo.clone(), session.id.clone(), session.size);
+    // Durable before it is renamed into place.
     tokio::task::block_in_place(|| -> ApiResult<()> {
         session
             .sync()

@@ -2,12 +2,41 @@
 //! shaped so that an object store (S3 through the `object_store` crate: multipart uploads
 //! for sessions, a conditional copy for commit) can implement it as well as a filesystem.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use kiln_image::store::blobs::{digests_in, start_writeback};
+use kiln_image::store::blobs::digests_in;
+
+use super::fs_read::DirectChunks;
+use super::fs_upload::FsUpload;
 use kiln_image::Digest;
+
+/// A blob's bytes in order, as [`BlobBackend::chunks`] hands them out.
+pub type BlobChunks = Box<dyn Iterator<Item = io::Result<bytes::Bytes>> + Send>;
+
+/// Bytes per chunk for backends that read through [`BlobBackend::reader`].
+const READ_CHUNK: usize = 256 << 10;
+
+/// Chunks of [`READ_CHUNK`] bytes from an ordinary reader.
+pub fn read_chunks(mut reader: Box<dyn Read + Send>) -> BlobChunks {
+    let mut failed = false;
+    Box::new(std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        // Filled by the read itself: no zeroing of memory that is overwritten at once.
+        let mut buf = Vec::with_capacity(READ_CHUNK);
+        match (&mut reader).take(READ_CHUNK as u64).read_to_end(&mut buf) {
+            Ok(0) => None,
+            Ok(_) => Some(Ok(bytes::Bytes::from(buf))),
+            Err(e) => {
+                failed = true;
+                Some(Err(e))
+            }
+        }
+    }))
+}
 
 /// An upload session's bytes as they arrive.
 pub trait UploadWriter: Send {
@@ -26,6 +55,13 @@ pub trait BlobBackend: Send + Sync + 'static {
     fn stat(&self, digest: &Digest) -> io::Result<Option<u64>>;
     /// Reads a committed blob from `offset`, at most `len` bytes.
     fn reader(&self, digest: &Digest, offset: u64, len: u64) -> io::Result<Box<dyn Read + Send>>;
+    /// A committed blob from `offset`, `len` bytes, as a sequence of buffers for sending.
+    /// Iterated on an async worker as the connection drains: each step must be quick (a
+    /// local read, or a buffer a remote backend has fetched ahead).
+    fn chunks(&self, digest: &Digest, offset: u64, len: u64) -> io::Result<BlobChunks> {
+        Ok(read_chunks(self.reader(digest, offset, len)?))
+    }
+
     /// Opens (creating if needed) an upload session for appending at `offset`; bytes past
     /// `offset` (from a chunk that was never acknowledged) are discarded. Fails with
     /// `UnexpectedEof` when storage holds fewer than `offset` bytes (the session is lost).
@@ -76,48 +112,6 @@ impl FsBackend {
     }
 }
 
-struct FsUpload {
-    /// Request bodies arrive in pieces of a few KiB; buffering turns them into few syscalls.
-    file: std::io::BufWriter<File>,
-    len: u64,
-    synced: u64,
-}
-
-/// Writeback is started for each stretch this long, so a final fsync has little left.
-const WRITEBACK_STRETCH: u64 = 8 << 20;
-
-impl UploadWriter for FsUpload {
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)?;
-        self.len += bytes.len() as u64;
-        if self.len - self.synced >= WRITEBACK_STRETCH {
-            self.file.flush()?;
-            start_writeback(self.file.get_ref(), self.synced, self.len - self.synced);
-            self.synced = self.len;
-        }
-        Ok(())
-    }
-
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.file.flush()?;
-        let file = self.file.get_mut();
-        file.set_len(len)?;
-        file.seek(SeekFrom::Start(len))?;
-        self.len = len;
-        self.synced = self.synced.min(len);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        self.file.flush()?;
-        self.file.get_ref().sync_data()
-    }
-}
-
 impl BlobBackend for FsBackend {
     fn stat(&self, digest: &Digest) -> io::Result<Option<u64>> {
         match fs::metadata(self.blob_path(digest)) {
@@ -135,20 +129,15 @@ impl BlobBackend for FsBackend {
         Ok(Box::new(file.take(len)))
     }
 
+    fn chunks(&self, digest: &Digest, offset: u64, len: u64) -> io::Result<BlobChunks> {
+        match DirectChunks::open(&self.blob_path(digest), offset, len)? {
+            Some(chunks) => Ok(Box::new(chunks)),
+            None => Ok(read_chunks(self.reader(digest, offset, len)?)),
+        }
+    }
+
     fn upload_writer(&self, id: &str, offset: u64) -> io::Result<Box<dyn UploadWriter>> {
-        let path = self.upload_path(id)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
-        let mut upload = FsUpload {
-            file: std::io::BufWriter::with_capacity(256 << 10, file),
-            len: offset,
-            synced: 0,
-        };
-        upload.truncate(offset)?;
-        Ok(Box::new(upload))
+        Ok(Box::new(FsUpload::open(&self.upload_path(id)?, offset)?))
     }
 
     fn upload_reader(&self, id: &str) -> io::Result<Box<dyn Read + Send>> {
