@@ -162,10 +162,15 @@ impl DockerConfig {
                 })
             }
         };
+        DockerConfig::from_bytes(path, &text)
+    }
+
+    /// Parses a config file's contents (`path` is where it is saved to and named in errors).
+    pub fn from_bytes(path: &Path, text: &[u8]) -> Result<DockerConfig, CredentialError> {
         let json = if text.iter().all(u8::is_ascii_whitespace) {
             Map::new()
         } else {
-            match serde_json::from_slice::<Value>(&text) {
+            match serde_json::from_slice::<Value>(text) {
                 Ok(Value::Object(map)) => map,
                 Ok(_) => {
                     return Err(CredentialError::Parse {

@@ -534,3 +534,74 @@ fn credential_helpers_keep_the_secret() {
     assert!(out.contains("Removing login credentials"), "{out}");
     assert!(!vault.exists());
 }
+
+#[test]
+fn push_resumes_after_the_registry_restarts_mid_upload() {
+    let w = Work::new();
+    let mut target = kiln_registry(&w, "reg", None, false);
+    login(&w, &target.host, PASSWORD, &[]).ok();
+    let store = w.path("store-a");
+    let name = format!("{}/resume/app:1", target.host);
+    let dir = w.path("layout-big");
+    let mut layout = Layout::new(&dir);
+    let image = layout.image(&[random_layer_tar("resume", 96 << 20)], "amd64", "resume");
+    layout.tag("big", &image);
+    kiln(
+        &w,
+        &store,
+        &["image", "import", &oci(&dir, "big"), "-t", &name],
+    )
+    .ok();
+
+    let push = Proc::spawn(
+        w.kiln(&["--root", &store.display().to_string(), "push", &name]),
+        &w.scratch(),
+    );
+    // Wait until the registry has checkpointed part of the layer, then kill it.
+    let uploads = target.root.join("uploads");
+    let started = Instant::now();
+    loop {
+        let biggest = fs::read_dir(&uploads)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        if biggest > 40 << 20 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the upload never got going"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    target._kiln.as_mut().expect("kiln server").kill9();
+    let restarted = Server::start_at(
+        &target.root,
+        Some(&w.path("reg.toml")),
+        &w.path("reg2.log"),
+        &target.host,
+    );
+    let out = push.wait(Duration::from_secs(120)).ok();
+    // Resumed from what the registry had kept, not from the start.
+    let resumed = out
+        .lines()
+        .find_map(|l| l.split("Retrying from byte ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no resume reported:\n{out}"));
+    assert!(resumed >= 16 << 20, "resumed from byte {resumed}:\n{out}");
+    assert!(
+        out.contains(&format!("1: digest: {}", image.digest)),
+        "{out}"
+    );
+    // Every byte arrived intact.
+    let fresh = w.path("store-b");
+    let out = kiln(&w, &fresh, &["pull", &name]).ok();
+    assert!(out.contains(&format!("Digest: {}", image.digest)), "{out}");
+    drop(restarted);
+}

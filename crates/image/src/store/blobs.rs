@@ -389,6 +389,11 @@ impl BlobWriter {
 
     /// Writes bytes whose hashing the caller has arranged elsewhere (see `stage_reader`).
     fn write_unhashed(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.append(buf)
+    }
+
+    /// Appends to the file (not the hash), starting writeback of every finished stretch.
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
         self.check_size(buf.len())?;
         let Some(file) = self.file.as_mut() else {
             return Err(io::Error::other("blob writer already finished"));
@@ -449,14 +454,14 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.check_size(buf.len())?;
-        let (Some(file), Some(hasher)) = (self.file.as_mut(), self.hasher.as_mut()) else {
+        if self.hasher.is_none() {
             return Err(io::Error::other("blob writer already finished"));
-        };
-        let n = file.write(buf)?;
-        hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
+        }
+        self.append(buf)?;
+        if let Some(hasher) = self.hasher.as_mut() {
+            hasher.update(buf);
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -390,6 +390,11 @@ impl Server {
     /// Starts a server on `root` (created if missing) with an optional config file; stderr
     /// goes to `log` (appended, so restarts keep earlier logs).
     pub fn start(root: &Path, config: Option<&Path>, log: &Path) -> Server {
+        Server::start_at(root, config, log, "127.0.0.1:0")
+    }
+
+    /// As [`Server::start`], listening on `addr` (to come back on a port clients know).
+    pub fn start_at(root: &Path, config: Option<&Path>, log: &Path, addr: &str) -> Server {
         fs::create_dir_all(root).expect("create registry root");
         let log_file = fs::OpenOptions::new()
             .create(true)
@@ -397,7 +402,7 @@ impl Server {
             .open(log)
             .expect("open server log");
         let mut cmd = Command::new(kiln_bin());
-        cmd.args(["registry", "serve", "--addr", "127.0.0.1:0", "--root"])
+        cmd.args(["registry", "serve", "--addr", addr, "--root"])
             .arg(root);
         if let Some(config) = config {
             cmd.arg("--config").arg(config);

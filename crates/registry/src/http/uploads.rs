@@ -17,6 +17,9 @@ use crate::uploads::{Session, SessionHandle};
 /// accepts, so that clients size chunks to suit any backend. Smaller chunks are still taken.
 const CHUNK_MIN_LENGTH: u64 = 5 << 20;
 
+/// A streamed upload records its progress every this many bytes.
+const STREAM_CHECKPOINT: u64 = 16 << 20;
+
 fn range_value(size: u64) -> String {
     format!("0-{}", size.saturating_sub(1))
 }
@@ -105,12 +108,37 @@ async fn append_body(r: &Shared, session: &mut Session, req: Request) -> ApiResu
         // read the chunk off the wire first (within reason).
         return Err(drain_then(req.into_body(), e).await);
     }
+    // A chunk (with Content-Range) is all or nothing: the client resends it whole. A
+    // streamed body keeps what arrived, checkpointed as it goes, so that a client whose
+    // connection (or this server) died asks for the upload's status and continues from there.
+    let streamed = header_str(req.headers(), "content-range").is_none();
     let mark = session.mark();
-    let result = stream_body(r, req, |chunk| session.append(chunk)).await;
+    let mut checkpoint = session.size;
+    let result = stream_body(r, req, |chunk| {
+        session.append(chunk)?;
+        if streamed && session.size - checkpoint >= STREAM_CHECKPOINT {
+            session.flush()?;
+            r.meta
+                .set_upload_size(&session.id, session.size)
+                .map_err(std::io::Error::other)?;
+            checkpoint = session.size;
+        }
+        Ok(())
+    })
+    .await;
     if let Err(e) = result {
-        session
-            .rewind(mark)
-            .map_err(|e| ApiError::internal("undoing a broken chunk", e))?;
+        if streamed {
+            session
+                .flush()
+                .map_err(|e| ApiError::internal("keeping a broken stream's bytes", e))?;
+            r.meta
+                .set_upload_size(&session.id, session.size)
+                .map_err(internal("recording upload progress"))?;
+        } else {
+            session
+                .rewind(mark)
+                .map_err(|e| ApiError::internal("undoing a broken chunk", e))?;
+        }
         return Err(e);
     }
     // Acknowledged bytes must outlive this process.
