@@ -536,3 +536,71 @@ async fn read_limited(
     }
     Ok(out)
 }
+
+impl Client {
+    /// The manifests that name `subject` (a digest in `repository`) as their subject, as the
+    /// referrers API lists them — filtered by `artifact_type` when given. Registries without
+    /// the API are read through the tag schema the spec gives for them (`sha256-<hex>`).
+    pub async fn referrers(
+        &self,
+        repository: &Reference,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, ClientError> {
+        let registry = repository.domain();
+        let repo = repository.path();
+        let mut path = format!("/v2/{repo}/referrers/{subject}");
+        if let Some(t) = artifact_type {
+            path.push_str("?artifactType=");
+            path.push_str(&t.replace('+', "%2B"));
+        }
+        let response = self
+            .transport
+            .send(registry, &Scope::pull(repo), Method::GET, &path, &|r| {
+                r.header(ACCEPT, media_types::OCI_INDEX)
+            })
+            .await?;
+        let what = format!("referrers of {registry}/{repo}@{subject}");
+        let (bytes, filtered) = if response.status().is_success() {
+            let filtered = response.headers().contains_key("oci-filters-applied");
+            (
+                read_limited(response, MAX_DOCUMENT_SIZE, &what).await?,
+                filtered,
+            )
+        } else if response.status() == StatusCode::NOT_FOUND {
+            // No referrers API: the fallback tag holds an index of them, if any exist.
+            let tag = format!("{}-{}", subject.algorithm().name(), subject.hex());
+            match self.fetch_manifest(repository, &tag).await {
+                Ok(fetched) => (fetched.bytes, false),
+                Err(ClientError::ManifestUnknown { .. }) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            }
+        } else {
+            return Err(registry_error(response, format!("GET {what}")).await);
+        };
+        let index = match Document::parse(&bytes, Some(media_types::OCI_INDEX)) {
+            Ok(Document::Index(index)) => index,
+            Ok(Document::Manifest(_)) => {
+                return Err(ClientError::BadContent {
+                    what,
+                    reason: "expected an image index".into(),
+                })
+            }
+            Err(e) => {
+                return Err(ClientError::BadContent {
+                    what,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let mut out: Vec<Descriptor> = index.manifests().to_vec();
+        if let (Some(t), false) = (artifact_type, filtered) {
+            out.retain(|d| {
+                d.artifact_type()
+                    .as_ref()
+                    .is_some_and(|a| a.to_string() == t)
+            });
+        }
+        Ok(out)
+    }
+}

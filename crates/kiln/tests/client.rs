@@ -605,3 +605,135 @@ fn push_resumes_after_the_registry_restarts_mid_upload() {
     assert!(out.contains(&format!("Digest: {}", image.digest)), "{out}");
     drop(restarted);
 }
+
+/// Pushes an artifact (empty config, one small blob) whose subject is `subject`; with
+/// `fallback_tag`, also the referrers index under the spec's fallback tag (what clients
+/// do for registries without the referrers API). Returns the artifact's digest.
+fn put_artifact(host: &str, repo: &str, subject: (&str, u64), fallback_tag: bool) -> String {
+    let http = http_client();
+    let base = format!("http://{host}/v2/{repo}");
+    let upload = |bytes: &[u8]| {
+        let digest = kiln_image::Digest::sha256_of(bytes).to_string();
+        // POST then PUT with the body: the one upload every registry takes.
+        let r = http
+            .post(format!("{base}/blobs/uploads/"))
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .expect("start upload");
+        assert_eq!(r.status().as_u16(), 202, "start upload");
+        let location = r.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_string();
+        let url = if location.starts_with("http") {
+            location
+        } else {
+            format!("http://{host}{location}")
+        };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let r = http
+            .put(format!("{url}{sep}digest={digest}"))
+            .basic_auth(USER, Some(PASSWORD))
+            .header("content-type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .expect("upload");
+        assert_eq!(r.status().as_u16(), 201, "upload {digest}");
+        digest
+    };
+    let empty = upload(b"{}");
+    let payload = upload(b"signature bytes");
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.kiln.test.sig",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": payload, "size": 15}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject.0, "size": subject.1},
+    });
+    let bytes = serde_json::to_vec(&manifest).expect("json");
+    let digest = kiln_image::Digest::sha256_of(&bytes).to_string();
+    let put = |reference: &str, media_type: &str, bytes: Vec<u8>| {
+        let r = http
+            .put(format!("{base}/manifests/{reference}"))
+            .basic_auth(USER, Some(PASSWORD))
+            .header("content-type", media_type)
+            .body(bytes)
+            .send()
+            .expect("put manifest");
+        assert_eq!(r.status().as_u16(), 201, "put {reference}");
+    };
+    put(&digest, OCI_MANIFEST, bytes.clone());
+    if fallback_tag {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": digest, "size": bytes.len(),
+                           "artifactType": "application/vnd.kiln.test.sig"}],
+        });
+        let tag = subject.0.replace(':', "-");
+        put(&tag, OCI_INDEX, serde_json::to_vec(&index).expect("json"));
+    }
+    digest
+}
+
+fn referrers_of(host: &str, repo: &str, subject: &str, artifact_type: Option<&str>) -> Vec<String> {
+    let mut creds = std::collections::BTreeMap::new();
+    creds.insert(
+        host.to_string(),
+        kiln_client::Credentials::new(USER, PASSWORD),
+    );
+    let client = kiln_client::Client::new(
+        kiln_client::TransportOptions::default(),
+        std::sync::Arc::new(kiln_client::credentials::StaticCredentials(creds)),
+    )
+    .expect("client");
+    let reference =
+        kiln_image::Reference::parse_normalized(&format!("{host}/{repo}")).expect("ref");
+    let subject = kiln_image::Digest::parse(subject).expect("digest");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime
+        .block_on(client.referrers(&reference, &subject, artifact_type))
+        .expect("referrers")
+        .iter()
+        .map(|d| d.digest().to_string())
+        .collect()
+}
+
+#[test]
+fn referrers_through_the_api_and_the_fallback_tag() {
+    let w = Work::new();
+    for (target, fallback) in [
+        (kiln_registry(&w, "reg", None, false), false),
+        (distribution_registry(&w, "dist"), true),
+    ] {
+        login(&w, &target.host, PASSWORD, &[]).ok();
+        let store = w.path(&format!("store-{fallback}"));
+        let name = format!("{}/sig/app:1", target.host);
+        let digest = local_image(&w, &store, &name, &format!("ref-{fallback}"));
+        kiln(&w, &store, &["push", &name]).ok();
+        let size = fs::metadata(store.join("blobs/sha256").join(&digest[7..]))
+            .expect("manifest in store")
+            .len();
+        // Nothing refers to it yet: an empty list, not an error.
+        assert!(referrers_of(&target.host, "sig/app", &digest, None).is_empty());
+        let artifact = put_artifact(&target.host, "sig/app", (&digest, size), fallback);
+        assert_eq!(
+            referrers_of(&target.host, "sig/app", &digest, None),
+            vec![artifact.clone()]
+        );
+        assert_eq!(
+            referrers_of(
+                &target.host,
+                "sig/app",
+                &digest,
+                Some("application/vnd.kiln.test.sig")
+            ),
+            vec![artifact]
+        );
+        assert!(referrers_of(&target.host, "sig/app", &digest, Some("other/type")).is_empty());
+    }
+}

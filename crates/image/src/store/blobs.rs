@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use crate::digest::{Algorithm, Digest, Hasher};
+use crate::store::direct::DirectWriter;
 use crate::store::StoreError;
 
 /// Bytes read or written per system call when streaming blobs.
@@ -106,6 +107,7 @@ impl BlobStore {
         );
         let path = self.ingest.join(name);
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&path)
@@ -115,6 +117,8 @@ impl BlobStore {
         file.try_lock().map_err(|e| {
             StoreError::io(&path, io::Error::other(format!("locking ingest file: {e}")))
         })?;
+        // Blob bytes bypass the page cache (see `direct`); the locked descriptor is kept.
+        let file = DirectWriter::from_file(file, &path).map_err(|e| StoreError::io(&path, e))?;
         let algorithm = expected
             .digest
             .as_ref()
@@ -271,7 +275,7 @@ impl BlobStore {
 pub struct BlobWriter {
     store: BlobStore,
     temp: Option<PathBuf>,
-    file: Option<File>,
+    file: Option<DirectWriter>,
     hasher: Option<Hasher>,
     written: u64,
     expected: Expected,
@@ -296,12 +300,13 @@ impl BlobWriter {
     /// checked everything else, whether to [`PendingBlob::commit`] or drop them.
     pub fn finish(mut self) -> Result<PendingBlob, StoreError> {
         let temp = self.temp_path();
-        let (Some(file), Some(hasher)) = (self.file.take(), self.hasher.take()) else {
+        let (Some(writer), Some(hasher)) = (self.file.take(), self.hasher.take()) else {
             return Err(StoreError::io(
                 &temp,
                 io::Error::other("writer already finished"),
             ));
         };
+        let file = writer.into_file().map_err(|e| StoreError::io(&temp, e))?;
         let actual = hasher.finish();
         if let Some(size) = self.expected.size {
             if size != self.written {
@@ -399,23 +404,10 @@ impl BlobWriter {
             return Err(io::Error::other("blob writer already finished"));
         };
         file.write_all(buf)?;
-        let before = self.written;
         self.written += buf.len() as u64;
-        // Start writeback of each finished stretch now, so the disk works while we hash and
-        // the final fsync finds little left to do.
-        if before / WRITEBACK_STRETCH != self.written / WRITEBACK_STRETCH {
-            start_writeback(
-                file,
-                self.written / WRITEBACK_STRETCH * WRITEBACK_STRETCH - WRITEBACK_STRETCH,
-                WRITEBACK_STRETCH,
-            );
-        }
         Ok(())
     }
 }
-
-/// Bytes of a blob handed to the disk at a time while it is still being written.
-const WRITEBACK_STRETCH: u64 = 8 << 20;
 
 /// The digests of the blobs in a `<dir>/<algorithm>/<hex>` tree (the layout of kiln's store,
 /// of OCI layouts and of the registry). Files not named like a digest are skipped.

@@ -10,6 +10,7 @@
 //! ```
 
 pub mod blobs;
+pub mod direct;
 pub mod refs;
 
 use std::collections::{BTreeSet, HashSet};

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use super::aligned::{AlignedBuf, Window, ALIGN, BLOCK};
+use kiln_image::store::direct::{AlignedBuf, Window, ALIGN, BLOCK};
 
 /// The bytes `offset .. offset + len` of a file, one buffer at a time.
 pub(super) struct DirectChunks {

@@ -1,267 +1,35 @@
-//! An upload session's file, written with direct I/O where the filesystem allows it.
-//!
-//! Blob bytes are written once and read back rarely soon after, so copying them into the
-//! page cache buys nothing: the copy costs as much CPU as hashing them, and the final fsync
-//! then has the whole blob left to write. Full aligned blocks therefore go to the file with
-//! `O_DIRECT` (the device reads them straight from our buffer). The unaligned tail of an
-//! acknowledged chunk is written through the page cache by a second descriptor, so that it
-//! survives this process dying, and kept in the buffer until its block fills up and is
-//! rewritten directly. Where `O_DIRECT` is refused (tmpfs, some overlays) everything goes
-//! through the page cache, with writeback started early.
+//! An upload session's file: kiln-image's direct-I/O writer behind the backend's trait.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
-use kiln_image::store::blobs::start_writeback;
+use kiln_image::store::direct::DirectWriter;
 
-use super::aligned::{AlignedBuf, ALIGN};
 use super::backend::UploadWriter;
 
-/// Buffered (fallback) writes start writeback for each stretch this long, so that the
-/// final fsync has little left to do.
-const WRITEBACK_STRETCH: u64 = 8 << 20;
-
-pub(super) struct FsUpload {
-    /// Opened with `O_DIRECT` when `direct`; used for aligned block writes.
-    block_file: File,
-    /// Opened without `O_DIRECT`: tails, truncation, reading back, and every write in the
-    /// fallback mode.
-    file: File,
-    direct: bool,
-    /// The bytes from `buf_start` to the end of the upload (less than one block).
-    buf: AlignedBuf,
-    /// File offset of `buf`'s first byte; aligned while `direct`.
-    buf_start: u64,
-    /// How much of `buf` is already in the file (written as a tail).
-    buf_written: usize,
-    /// Fallback mode: bytes up to here have had writeback started.
-    writeback_from: u64,
-}
+pub(super) struct FsUpload(DirectWriter);
 
 impl FsUpload {
     /// Opens (creating) the session file at `path`, positioned to append at `offset`.
     pub(super) fn open(path: &Path, offset: u64) -> io::Result<FsUpload> {
-        Self::open_with(path, true, offset)
-    }
-
-    fn open_with(path: &Path, try_direct: bool, offset: u64) -> io::Result<FsUpload> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)?;
-        let direct_file = match try_direct {
-            true => OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(path),
-            false => Err(io::Error::from_raw_os_error(libc::EINVAL)),
-        };
-        let (block_file, direct) = match direct_file {
-            Ok(f) => (f, true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (file.try_clone()?, false),
-            Err(e) => return Err(e),
-        };
-        let mut upload = FsUpload {
-            block_file,
-            file,
-            direct,
-            buf: AlignedBuf::take(),
-            buf_start: 0,
-            buf_written: 0,
-            writeback_from: 0,
-        };
-        upload.truncate(offset)?;
-        Ok(upload)
-    }
-
-    /// Writes the full buffer as one block and starts the next one.
-    fn write_block(&mut self) -> io::Result<()> {
-        if self.direct {
-            match self
-                .block_file
-                .write_all_at(self.buf.filled(), self.buf_start)
-            {
-                Ok(()) => {}
-                // A filesystem may take O_DIRECT at open and refuse it at write time.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    self.direct = false;
-                    self.file.write_all_at(self.buf.filled(), self.buf_start)?;
-                }
-                Err(e) => return Err(e),
-            }
-        } else {
-            let unwritten = &self.buf.filled()[self.buf_written..];
-            self.file
-                .write_all_at(unwritten, self.buf_start + self.buf_written as u64)?;
-        }
-        self.buf_start += self.buf.len as u64;
-        self.buf.len = 0;
-        self.buf_written = 0;
-        if !self.direct && self.buf_start - self.writeback_from >= WRITEBACK_STRETCH {
-            start_writeback(
-                &self.file,
-                self.writeback_from,
-                self.buf_start - self.writeback_from,
-            );
-            self.writeback_from = self.buf_start;
-        }
-        Ok(())
+        DirectWriter::open(path, offset).map(FsUpload)
     }
 }
 
 impl UploadWriter for FsUpload {
-    fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            let n = self.buf.extend(bytes);
-            bytes = &bytes[n..];
-            if self.buf.is_full() {
-                self.write_block()?;
-            }
-        }
-        Ok(())
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all(bytes)
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
-        // Whatever the buffer held is either in the file or cut off by this truncation.
-        self.flush()?;
-        let stored = self.file.metadata()?.len();
-        if stored < len {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("upload holds {stored} bytes, {len} were acknowledged"),
-            ));
-        }
-        self.file.set_len(len)?;
-        self.buf_start = if self.direct {
-            len - len % ALIGN as u64
-        } else {
-            len
-        };
-        let tail = (len - self.buf_start) as usize;
-        self.buf.len = 0;
-        self.file
-            .read_exact_at(&mut self.buf.spare()[..tail], self.buf_start)?;
-        self.buf.len = tail;
-        self.buf_written = tail;
-        self.writeback_from = self.writeback_from.min(self.buf_start);
-        Ok(())
+        self.0.truncate(len)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if self.buf_written < self.buf.len {
-            let unwritten = &self.buf.filled()[self.buf_written..];
-            self.file
-                .write_all_at(unwritten, self.buf_start + self.buf_written as u64)?;
-            self.buf_written = self.buf.len;
-        }
-        Ok(())
+        self.0.flush()
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        self.flush()?;
-        self.file.sync_data()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::storage::aligned::BLOCK;
-
-    /// Both modes: direct I/O (where the test directory's filesystem has it) and buffered.
-    const MODES: [bool; 2] = [true, false];
-
-    fn contents(path: &Path) -> Vec<u8> {
-        std::fs::read(path).expect("reading the upload")
-    }
-
-    fn pattern(len: usize, seed: u8) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-            .collect()
-    }
-
-    #[test]
-    fn appends_of_every_size_land_in_order() {
-        for direct in MODES {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let path = dir.path().join("u");
-            let mut upload = FsUpload::open_with(&path, direct, 0).expect("open");
-            let mut expected = Vec::new();
-            for (i, size) in [1, 4095, 4097, BLOCK - 3, 2 * BLOCK + 5, 7, BLOCK]
-                .into_iter()
-                .enumerate()
-            {
-                let part = pattern(size, i as u8);
-                upload.write_all(&part).expect("write");
-                expected.extend_from_slice(&part);
-                // Every acknowledged chunk is visible to readers of the file.
-                upload.flush().expect("flush");
-                assert_eq!(contents(&path), expected, "after part {i}");
-            }
-            upload.sync().expect("sync");
-            assert_eq!(contents(&path), expected);
-        }
-    }
-
-    #[test]
-    fn reopening_resumes_at_the_acknowledged_size() {
-        for direct in MODES {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let path = dir.path().join("u");
-            let first = pattern(BLOCK + 1234, 1);
-            {
-                let mut upload = FsUpload::open_with(&path, direct, 0).expect("open");
-                upload.write_all(&first).expect("write");
-                upload.flush().expect("flush");
-                // Never acknowledged: must be cut off on resume.
-                upload.write_all(&pattern(10_000, 9)).expect("write");
-                upload.flush().expect("flush");
-            }
-            let mut upload =
-                FsUpload::open_with(&path, direct, first.len() as u64).expect("reopen");
-            let second = pattern(BLOCK * 2, 2);
-            upload.write_all(&second).expect("write");
-            upload.sync().expect("sync");
-            let mut expected = first;
-            expected.extend_from_slice(&second);
-            assert_eq!(contents(&path), expected);
-        }
-    }
-
-    #[test]
-    fn truncate_rewinds_across_written_blocks() {
-        for direct in MODES {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let path = dir.path().join("u");
-            let mut upload = FsUpload::open_with(&path, direct, 0).expect("open");
-            let kept = pattern(5000, 3);
-            upload.write_all(&kept).expect("write");
-            upload.write_all(&pattern(3 * BLOCK, 4)).expect("write");
-            upload.truncate(kept.len() as u64).expect("truncate");
-            let more = pattern(BLOCK + 1, 5);
-            upload.write_all(&more).expect("write");
-            upload.flush().expect("flush");
-            let mut expected = kept;
-            expected.extend_from_slice(&more);
-            assert_eq!(contents(&path), expected);
-        }
-    }
-
-    #[test]
-    fn resuming_past_the_stored_bytes_is_refused() {
-        for direct in MODES {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let path = dir.path().join("u");
-            std::fs::write(&path, b"abc").expect("write");
-            let err = FsUpload::open_with(&path, direct, 10)
-                .err()
-                .expect("must fail");
-            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-        }
+        self.0.sync()
     }
 }
