@@ -404,23 +404,37 @@ impl Client {
             }
             let mut body = response.bytes_stream();
             let mut broke = None;
-            // Network reads come in pieces of a few KiB: gathered, they cost far fewer
-            // system calls on the way to the file.
+            // Hashing and writing run on a blocking thread, fed 1 MiB at a time (network
+            // reads come in pieces of a few KiB), so the transfer never waits for the disk.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+            let sink = tokio::task::spawn_blocking(move || {
+                let mut failure = None;
+                while let Some(batch) = rx.blocking_recv() {
+                    if let Err(e) = writer.write_all(&batch) {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                (writer, failure)
+            });
+            let mut received = offset;
             let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
-            let store_err = |e| ClientError::Store(StoreError::io(blobs.path(digest), e));
+            let mut too_long = false;
             while let Some(chunk) = body.next().await {
                 match chunk {
                     Ok(bytes) => {
-                        if writer.written() + (pending.len() + bytes.len()) as u64 > size {
-                            return Err(ClientError::BadContent {
-                                what,
-                                reason: format!("the registry sent more than the {size} bytes its descriptor has"),
-                            });
+                        received += bytes.len() as u64;
+                        if received > size {
+                            too_long = true;
+                            break;
                         }
                         pending.extend_from_slice(&bytes);
                         if pending.len() >= WRITE_BATCH {
-                            writer.write_all(&pending).map_err(store_err)?;
-                            pending.clear();
+                            let full =
+                                std::mem::replace(&mut pending, Vec::with_capacity(WRITE_BATCH));
+                            if tx.send(full).await.is_err() {
+                                break; // the writer failed; its error is collected below
+                            }
                         }
                         progress.event(Event::Advanced {
                             digest,
@@ -433,7 +447,26 @@ impl Client {
                     }
                 }
             }
-            writer.write_all(&pending).map_err(store_err)?;
+            if !pending.is_empty() {
+                let _ = tx.send(pending).await;
+            }
+            drop(tx);
+            let (returned, failure) = sink.await.map_err(|e| ClientError::Interrupted {
+                what: what.clone(),
+                reason: e.to_string(),
+            })?;
+            writer = returned;
+            if let Some(e) = failure {
+                return Err(ClientError::Store(StoreError::io(blobs.path(digest), e)));
+            }
+            if too_long {
+                return Err(ClientError::BadContent {
+                    what,
+                    reason: format!(
+                        "the registry sent more than the {size} bytes its descriptor has"
+                    ),
+                });
+            }
             if broke.is_none() && writer.written() < size {
                 broke = Some(format!(
                     "connection closed after {} of {size} bytes",

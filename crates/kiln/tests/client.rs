@@ -170,12 +170,18 @@ fn inspect(w: &Work, store: &Path, name: &str, format: &str) -> String {
         .to_string()
 }
 
-fn skopeo_digest(w: &Work, image: &str, tls: &[&str]) -> String {
-    let mut args = vec!["inspect", "--raw"];
-    args.extend_from_slice(tls);
+/// Has skopeo pull `image` whole into an OCI layout; returns the digest it stored it under.
+fn skopeo_pull_digest(w: &Work, image: &str, tls: &[&str]) -> String {
+    let dir = w.path("skopeo-pulled");
+    let _ = fs::remove_dir_all(&dir);
+    let src_tls: Vec<String> = tls.iter().map(|f| f.replace("--", "--src-")).collect();
+    let mut args = vec!["copy", "--quiet"];
+    args.extend(src_tls.iter().map(String::as_str));
     args.push(image);
-    let raw = w.run_skopeo(&args).ok();
-    kiln_image::Digest::sha256_of(raw.as_bytes()).to_string()
+    let dest = oci(&dir, "pulled");
+    args.push(&dest);
+    w.run_skopeo(&args).ok();
+    layout_ref(&dir, "pulled")
 }
 
 /// login (wrong, then right), push, skopeo reads it, pull by tag and by digest into a fresh
@@ -219,8 +225,11 @@ fn round_trip(w: &Work, target: &Target, tls: &[&str], kiln_tls: &[&str]) {
     assert!(again.contains("Layer already exists"), "{again}");
     assert!(!again.contains(": Pushed"), "{again}");
 
-    // skopeo sees exactly what was pushed.
-    assert_eq!(skopeo_digest(w, &format!("docker://{name}"), tls), digest);
+    // skopeo pulls exactly what was pushed.
+    assert_eq!(
+        skopeo_pull_digest(w, &format!("docker://{name}"), tls),
+        digest
+    );
 
     // Pull into an empty store, by tag, then by digest.
     let fresh = w.path("store-b");
