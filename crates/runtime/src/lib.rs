@@ -1,0 +1,4 @@
+//! kiln-runtime: images as containers. Today: unpacking layers into snapshot directories,
+//! safely (`unpack`).
+
+pub mod unpack;
