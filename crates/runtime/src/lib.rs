@@ -1,4 +1,5 @@
-//! kiln-runtime: images as containers. Today: unpacking layers into snapshot directories,
-//! safely (`unpack`).
+//! kiln-runtime: images as containers. Today: unpacking layers safely (`unpack`) into
+//! snapshots and root filesystems (`snapshot`).
 
+pub mod snapshot;
 pub mod unpack;

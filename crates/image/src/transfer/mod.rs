@@ -95,7 +95,7 @@ impl TransferError {
 }
 
 /// A tar stream, whatever compression (gzip, zstd or none) its first bytes announce.
-pub(crate) fn decompressed<'a>(
+pub fn decompressed<'a>(
     path: &Path,
     input: impl Read + 'a,
 ) -> Result<Box<dyn Read + 'a>, TransferError> {
