@@ -1,5 +1,6 @@
 //! kiln-runtime: images as containers. Today: unpacking layers safely (`unpack`) into
 //! snapshots and root filesystems (`snapshot`).
 
+pub mod bundle;
 pub mod snapshot;
 pub mod unpack;

@@ -121,7 +121,7 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 
 /// Opens `path` inside the tree rooted at `root`, resolving every symlink as if `root` were
 /// `/`. `path` empty means the root itself.
-fn open_in_root(root: RawFd, path: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+pub(crate) fn open_in_root(root: RawFd, path: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
     let path = if path.is_empty() { b"." as &[u8] } else { path };
     let c = cstring(path)?;
     // SAFETY: open_how is plain data; zero is a valid value for every field.
