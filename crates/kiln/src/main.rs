@@ -6,6 +6,7 @@ mod humanize;
 mod image_cmd;
 mod inspect;
 mod registry_cmd;
+mod run_cmd;
 mod transfer_progress;
 
 use std::path::PathBuf;
@@ -53,35 +54,46 @@ enum Command {
     Pull(client_cmd::PullArgs),
     /// Upload an image to a registry
     Push(client_cmd::PushArgs),
+    /// Run a command in a new container
+    Run(run_cmd::RunArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let explicit_root = cli.root.clone();
     let root = cli.root.unwrap_or_else(kiln_image::store::default_root);
+    let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
+    let is_run = matches!(cli.command, Command::Run(_));
     let result = match cli.command {
-        Command::Registry(cmd) => registry_cmd::run(explicit_root.as_deref(), cmd),
-        Command::Image(cmd) => image_cmd::run(&root, cmd),
-        Command::Images(args) => image_cmd::run(&root, image_cmd::ImageCommand::Ls(args)),
-        Command::Tag(args) => image_cmd::run(&root, image_cmd::ImageCommand::Tag(args)),
-        Command::Rmi(args) => image_cmd::run(&root, image_cmd::ImageCommand::Rm(args)),
-        Command::Inspect(args) => image_cmd::run(&root, image_cmd::ImageCommand::Inspect(args)),
-        Command::Login(args) => client_cmd::login(args),
-        Command::Logout(args) => client_cmd::logout(args),
-        Command::Pull(args) => client_cmd::pull(&root, args),
-        Command::Push(args) => client_cmd::push(&root, args),
+        Command::Registry(cmd) => ok(registry_cmd::run(explicit_root.as_deref(), cmd)),
+        Command::Image(cmd) => ok(image_cmd::run(&root, cmd)),
+        Command::Images(args) => ok(image_cmd::run(&root, image_cmd::ImageCommand::Ls(args))),
+        Command::Tag(args) => ok(image_cmd::run(&root, image_cmd::ImageCommand::Tag(args))),
+        Command::Rmi(args) => ok(image_cmd::run(&root, image_cmd::ImageCommand::Rm(args))),
+        Command::Inspect(args) => ok(image_cmd::run(
+            &root,
+            image_cmd::ImageCommand::Inspect(args),
+        )),
+        Command::Login(args) => ok(client_cmd::login(args)),
+        Command::Logout(args) => ok(client_cmd::logout(args)),
+        Command::Pull(args) => ok(client_cmd::pull(&root, args)),
+        Command::Push(args) => ok(client_cmd::push(&root, args)),
+        Command::Run(args) => run_cmd::run(&root, args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {}", error_chain(&e));
-            ExitCode::FAILURE
+            // docker run's code for failures of its own (not the container's).
+            if is_run {
+                ExitCode::from(125)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-/// The error and its causes on one line, skipping a cause whose text its parent already
-/// quotes (library errors name their source in their own message).
 fn error_chain(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {

@@ -2,5 +2,6 @@
 //! snapshots and root filesystems (`snapshot`).
 
 pub mod bundle;
+pub mod container;
 pub mod snapshot;
 pub mod unpack;
