@@ -56,6 +56,18 @@ enum Command {
     Push(client_cmd::PushArgs),
     /// Run a command in a new container
     Run(run_cmd::RunArgs),
+    /// List containers
+    Ps(run_cmd::PsArgs),
+    /// Show a container's output
+    Logs(run_cmd::LogsArgs),
+    /// Run a command in a running container
+    Exec(run_cmd::ExecArgs),
+    /// Stop running containers (SIGTERM, then SIGKILL)
+    Stop(run_cmd::StopArgs),
+    /// Remove containers
+    Rm(run_cmd::RmArgs),
+    #[command(hide = true)]
+    ContainerShim(run_cmd::ShimArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +91,12 @@ fn main() -> ExitCode {
         Command::Pull(args) => ok(client_cmd::pull(&root, args)),
         Command::Push(args) => ok(client_cmd::push(&root, args)),
         Command::Run(args) => run_cmd::run(&root, args),
+        Command::Exec(args) => run_cmd::exec(&root, args),
+        Command::Ps(args) => ok(run_cmd::ps(&root, args)),
+        Command::Logs(args) => ok(run_cmd::logs(&root, args)),
+        Command::Stop(args) => ok(run_cmd::stop(&root, args)),
+        Command::Rm(args) => ok(run_cmd::rm(&root, args)),
+        Command::ContainerShim(args) => ok(run_cmd::shim(&root, args)),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,5 @@
-//! `kiln run`: an image as a container, in the foreground, through an OCI runtime.
+//! `kiln run`, `ps`, `logs`, `exec`, `stop`, `rm`: images as containers through an OCI
+//! runtime, docker's commands and output.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,13 +8,16 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_image::{ImageStore, Platform};
 use kiln_runtime::bundle::{Network, RunConfig, Volume};
-use kiln_runtime::container::Runtime;
+use kiln_runtime::container::{Record, Runtime, Status};
 
 #[derive(Args)]
 pub struct RunArgs {
     /// Remove the container when it exits
     #[arg(long)]
     rm: bool,
+    /// Run in the background and print the container ID
+    #[arg(short, long)]
+    detach: bool,
     /// Container name [default: a random one]
     #[arg(long)]
     name: Option<String>,
@@ -70,10 +74,11 @@ fn container_id(name: Option<&str>) -> Result<String> {
     }
 }
 
+fn runtime_at(root: &Path, binary: &str) -> Runtime {
+    Runtime::new(binary, &root.join("runtime"))
+}
+
 pub fn run(root: &Path, args: RunArgs) -> Result<ExitCode> {
-    if !args.rm {
-        bail!("kiln run keeps no containers yet: pass --rm");
-    }
     let store = ImageStore::open(root)?;
     let found = store.find(&args.image)?;
     let image = store.image(&found.target, &Platform::host())?;
@@ -99,16 +104,277 @@ pub fn run(root: &Path, args: RunArgs) -> Result<ExitCode> {
         volumes,
         hostname: id.chars().take(12).collect(),
     };
-    let runtime = Runtime::new(&args.runtime, &root.join("runtime"));
+    let runtime = runtime_at(root, &args.runtime);
     if runtime.bundle_dir(&id).exists() {
         bail!("a container named {id} already exists");
     }
+    let command = kiln_runtime::bundle::command(&image.config, &run)?;
     let rootfs = runtime
         .create_bundle(store.blobs(), &image, &id, &run)
         .with_context(|| format!("preparing container {id}"))?;
+    let record = Record {
+        id: id.clone(),
+        image: found
+            .name
+            .map(|n| n.familiar())
+            .unwrap_or_else(|| args.image.clone()),
+        command,
+        created: kiln_runtime::container::unix_now(),
+        auto_remove: args.rm,
+    };
+    runtime.save_record(&record)?;
+    if args.detach {
+        let mut shim =
+            std::process::Command::new(std::env::current_exe().context("finding the kiln binary")?);
+        shim.arg("--root")
+            .arg(root)
+            .args(["container-shim", "--runtime", &args.runtime, &id]);
+        runtime
+            .start_detached(&id, &mut shim)
+            .with_context(|| format!("starting container {id}"))?;
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let exit = runtime.run_foreground(&id, args.interactive);
-    let removed = runtime.remove_bundle(&id, &rootfs);
+    if args.rm {
+        let removed = runtime.remove_bundle(&id, &rootfs);
+        let exit = exit.with_context(|| format!("running container {id}"))?;
+        removed.with_context(|| format!("removing container {id}"))?;
+        return Ok(ExitCode::from(exit.code.clamp(0, 255) as u8));
+    }
     let exit = exit.with_context(|| format!("running container {id}"))?;
-    removed.with_context(|| format!("removing container {id}"))?;
+    runtime.record_exit(&id, exit)?;
+    Ok(ExitCode::from(exit.code.clamp(0, 255) as u8))
+}
+
+#[derive(Args)]
+pub struct ShimArgs {
+    #[arg(long, default_value = "runc")]
+    runtime: String,
+    id: String,
+}
+
+/// The detached container's keeper (started by `kiln run -d`, not by users).
+pub fn shim(root: &Path, args: ShimArgs) -> Result<()> {
+    runtime_at(root, &args.runtime).shim(&args.id)?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// Show stopped containers too
+    #[arg(short, long)]
+    all: bool,
+    /// Only IDs
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(long, default_value = "runc")]
+    runtime: String,
+}
+
+pub fn ps(root: &Path, args: PsArgs) -> Result<()> {
+    let runtime = runtime_at(root, &args.runtime);
+    let now = kiln_runtime::container::unix_now();
+    let mut rows = Vec::new();
+    for r in runtime.records()?.into_iter().rev() {
+        let status = runtime.status(&r.id);
+        let running = status == Status::Running;
+        if !args.all && !running {
+            continue;
+        }
+        if args.quiet {
+            println!("{}", &r.id);
+            continue;
+        }
+        let status_text = match status {
+            Status::Running => format!("Up {}", crate::humanize::duration(now - r.created)),
+            Status::Exited { code, finished } => format!(
+                "Exited ({code}) {} ago",
+                crate::humanize::duration(now - finished)
+            ),
+            Status::Unknown => "Unknown".to_string(),
+        };
+        let mut command = r.command.join(" ");
+        if command.chars().count() > 20 {
+            command = command.chars().take(19).collect::<String>() + "…";
+        }
+        rows.push([
+            r.id.chars().take(12).collect::<String>(),
+            r.image.clone(),
+            format!("\"{command}\""),
+            format!("{} ago", crate::humanize::duration(now - r.created)),
+            status_text,
+            r.id.clone(),
+        ]);
+    }
+    if args.quiet {
+        return Ok(());
+    }
+    let mut table = vec![[
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "NAMES",
+    ]
+    .iter()
+    .map(|h| h.to_string())
+    .collect::<Vec<_>>()];
+    table.extend(rows.into_iter().map(|r| r.to_vec()));
+    print!("{}", crate::humanize::table(&table));
+    Ok(())
+}
+
+fn find(runtime: &Runtime, name: &str) -> Result<Record> {
+    runtime
+        .find(name)?
+        .with_context(|| format!("No such container: {name}"))
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Keep printing as the container writes
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines
+    #[arg(long, value_name = "N")]
+    tail: Option<usize>,
+    #[arg(long, default_value = "runc")]
+    runtime: String,
+    container: String,
+}
+
+pub fn logs(root: &Path, args: LogsArgs) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let runtime = runtime_at(root, &args.runtime);
+    let record = find(&runtime, &args.container)?;
+    let path = runtime.log_path(&record.id);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut reader = std::io::BufReader::new(file);
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr();
+    let mut emit = |line: &[u8]| -> Result<()> {
+        if let Some((stream, full, content)) = kiln_runtime::container::parse_cri_line(line) {
+            let out: &mut dyn Write = if stream == "stderr" {
+                &mut stderr
+            } else {
+                &mut stdout
+            };
+            out.write_all(content)?;
+            if full {
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+        }
+        Ok(())
+    };
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    let mut buf = Vec::new();
+    while reader.read_until(b'\n', &mut buf)? > 0 {
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        }
+        lines.push(std::mem::take(&mut buf));
+    }
+    let skip = args.tail.map_or(0, |n| lines.len().saturating_sub(n));
+    for line in &lines[skip..] {
+        emit(line)?;
+    }
+    if !args.follow {
+        return Ok(());
+    }
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? > 0 {
+            if buf.last() == Some(&b'\n') {
+                buf.pop();
+            }
+            emit(&buf)?;
+            continue;
+        }
+        if runtime.status(&record.id) != Status::Running {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// Seconds to wait after SIGTERM before SIGKILL
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    time: u64,
+    #[arg(long, default_value = "runc")]
+    runtime: String,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn stop(root: &Path, args: StopArgs) -> Result<()> {
+    let runtime = runtime_at(root, &args.runtime);
+    for name in &args.containers {
+        let record = find(&runtime, name)?;
+        runtime
+            .stop(&record.id, std::time::Duration::from_secs(args.time))
+            .with_context(|| format!("stopping {name}"))?;
+        println!("{name}");
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Kill running containers first
+    #[arg(short, long)]
+    force: bool,
+    #[arg(long, default_value = "runc")]
+    runtime: String,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn rm(root: &Path, args: RmArgs) -> Result<()> {
+    let runtime = runtime_at(root, &args.runtime);
+    for name in &args.containers {
+        let record = find(&runtime, name)?;
+        if runtime.status(&record.id) == Status::Running {
+            if !args.force {
+                bail!("cannot remove container {name}: it is running (stop it first, or rm -f)");
+            }
+            runtime.kill(&record.id, "KILL")?;
+            runtime.wait_ended(&record.id, std::time::Duration::from_secs(10));
+        }
+        runtime
+            .remove(&record.id)
+            .with_context(|| format!("removing {name}"))?;
+        println!("{name}");
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Keep standard input open
+    #[arg(short, long)]
+    interactive: bool,
+    #[arg(long, default_value = "runc")]
+    runtime: String,
+    container: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn exec(root: &Path, args: ExecArgs) -> Result<ExitCode> {
+    let runtime = runtime_at(root, &args.runtime);
+    let record = find(&runtime, &args.container)?;
+    if runtime.status(&record.id) != Status::Running {
+        bail!("container {} is not running", args.container);
+    }
+    let exit = runtime.exec(&record.id, &args.command, args.interactive)?;
     Ok(ExitCode::from(exit.code.clamp(0, 255) as u8))
 }

@@ -113,3 +113,124 @@ fn busybox_runs_prints_and_reports_exit_codes() {
     let (code, _, err) = run(&env, &["--rm", "nosuch:image", "true"]);
     assert_eq!(code, 125, "{err}");
 }
+
+fn kiln(env: &Env, args: &[&str]) -> (i32, String, String) {
+    let out = env.cmd(args).output().expect("run kiln");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn detached_httpd_serves_execs_logs_stops_and_is_removed() {
+    if !require_root() {
+        return;
+    }
+    common::which("runc");
+    let env = Env::new();
+    env.busybox_image("busybox:test");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let script = format!(
+        "mkdir -p /www && echo served-by-kiln > /www/index.html && echo started && echo to-stderr >&2 && exec httpd -f -p 127.0.0.1:{port} -h /www"
+    );
+    let (code, out, err) = kiln(
+        &env,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--runtime",
+            "runc",
+            "busybox:test",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert_eq!((code, out.trim()), (0, "web"), "{err}");
+
+    // It answers on the host network.
+    let started = std::time::Instant::now();
+    let body = loop {
+        let (code, out, _) = kiln(
+            &env,
+            &[
+                "exec",
+                "web",
+                "wget",
+                "-q",
+                "-O-",
+                &format!("http://127.0.0.1:{port}/"),
+            ],
+        );
+        if code == 0 {
+            break out;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "httpd never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(body, "served-by-kiln\n");
+    let mut host =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("reachable from the host");
+    use std::io::{Read, Write};
+    host.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("request");
+    let mut reply = String::new();
+    host.read_to_string(&mut reply).expect("reply");
+    assert!(reply.contains("served-by-kiln"), "{reply}");
+
+    let (code, out, _) = kiln(&env, &["exec", "web", "sh", "-c", "exit 4"]);
+    assert_eq!(code, 4, "{out}");
+
+    let (_, ps, _) = kiln(&env, &["ps"]);
+    assert!(
+        ps.lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("Up ") && l.ends_with("web")),
+        "{ps}"
+    );
+
+    // Stop (httpd as PID 1 takes SIGTERM); logs stay readable afterwards.
+    let (code, _, err) = kiln(&env, &["stop", "-t", "5", "web"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, ps, _) = kiln(&env, &["ps", "-a"]);
+    assert!(ps.contains("Exited ("), "{ps}");
+    let (_, ps_running, _) = kiln(&env, &["ps", "-q"]);
+    assert!(ps_running.trim().is_empty(), "{ps_running}");
+    let (code, out, err) = kiln(&env, &["logs", "web"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (0, "started\n", "to-stderr\n")
+    );
+    let log = std::fs::read_to_string(env.root().join("runtime/containers/web/container.log"))
+        .expect("CRI log");
+    for line in log.lines() {
+        let parts: Vec<&str> = line.splitn(4, ' ').collect();
+        assert!(
+            parts.len() == 4
+                && parts[0].ends_with('Z')
+                && ["stdout", "stderr"].contains(&parts[1])
+                && parts[2] == "F",
+            "{line}"
+        );
+    }
+
+    let (code, _, err) = kiln(&env, &["rm", "web"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = kiln(&env, &["logs", "web"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("No such container"), "{err}");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    assert!(
+        !mounts.contains(&env.root().join("runtime").display().to_string()),
+        "{mounts}"
+    );
+}

@@ -156,3 +156,407 @@ impl Runtime {
         })
     }
 }
+
+/// What kiln keeps about a container, in `<bundle>/container.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub image: String,
+    pub command: Vec<String>,
+    /// Unix seconds.
+    pub created: i64,
+    /// Remove the container when it exits.
+    pub auto_remove: bool,
+}
+
+/// How a detached container ended, in `<bundle>/exit.json` (written by its shim).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Ended {
+    pub code: i32,
+    /// Unix seconds.
+    pub finished: i64,
+}
+
+/// A container's state as `ps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Running,
+    Exited {
+        code: i32,
+        finished: i64,
+    },
+    /// Neither running nor recorded as ended (its shim died).
+    Unknown,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// One CRI log line: `TIMESTAMP STREAM P|F content`.
+pub fn cri_line(stream: &str, content: &[u8], full: bool) -> Vec<u8> {
+    let ts = time_now_rfc3339();
+    let mut line = format!("{ts} {stream} {} ", if full { "F" } else { "P" }).into_bytes();
+    line.extend_from_slice(content);
+    line.push(b'\n');
+    line
+}
+
+fn time_now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_nanos()
+    )
+}
+
+/// Splits a CRI log line into (stream, full, content).
+pub fn parse_cri_line(line: &[u8]) -> Option<(&str, bool, &[u8])> {
+    let mut parts = line.splitn(4, |&b| b == b' ');
+    let _ts = parts.next()?;
+    let stream = std::str::from_utf8(parts.next()?).ok()?;
+    let tag = parts.next()?;
+    let content = parts.next().unwrap_or(b"");
+    Some((stream, tag == b"F", content))
+}
+
+impl Runtime {
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.bundle_dir(id).join("container.json")
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.bundle_dir(id).join("container.log")
+    }
+
+    fn exit_path(&self, id: &str) -> PathBuf {
+        self.bundle_dir(id).join("exit.json")
+    }
+
+    fn io_err(path: &Path) -> impl Fn(std::io::Error) -> RuntimeError + '_ {
+        move |source| RuntimeError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn save_record(&self, record: &Record) -> Result<(), RuntimeError> {
+        let path = self.record_path(&record.id);
+        let text = serde_json::to_vec_pretty(record)
+            .map_err(|e| Self::io_err(&path)(std::io::Error::other(e)))?;
+        std::fs::write(&path, text).map_err(Self::io_err(&path))
+    }
+
+    pub fn record(&self, id: &str) -> Result<Option<Record>, RuntimeError> {
+        let path = self.record_path(id);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Self::io_err(&path)(std::io::Error::other(e))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::io_err(&path)(e)),
+        }
+    }
+
+    /// Every container kiln knows, oldest first.
+    pub fn records(&self) -> Result<Vec<Record>, RuntimeError> {
+        let dir = self.dir.join("containers");
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Self::io_err(&dir)(e)),
+        };
+        for entry in entries.flatten() {
+            if let Some(id) = entry.file_name().to_str() {
+                if let Some(r) = self.record(id)? {
+                    out.push(r);
+                }
+            }
+        }
+        out.sort_by_key(|r| r.created);
+        Ok(out)
+    }
+
+    /// Finds a container by name or unambiguous ID prefix.
+    pub fn find(&self, name: &str) -> Result<Option<Record>, RuntimeError> {
+        if let Some(r) = self.record(name)? {
+            return Ok(Some(r));
+        }
+        let matches: Vec<Record> = self
+            .records()?
+            .into_iter()
+            .filter(|r| r.id.starts_with(name))
+            .collect();
+        Ok(if matches.len() == 1 {
+            matches.into_iter().next()
+        } else {
+            None
+        })
+    }
+
+    pub fn status(&self, id: &str) -> Status {
+        if let Ok(b) = std::fs::read(self.exit_path(id)) {
+            if let Ok(e) = serde_json::from_slice::<Ended>(&b) {
+                return Status::Exited {
+                    code: e.code,
+                    finished: e.finished,
+                };
+            }
+        }
+        let state = Command::new(&self.binary)
+            .arg("--root")
+            .arg(self.state_dir())
+            .args(["state", id])
+            .stderr(Stdio::null())
+            .output();
+        match state {
+            Ok(o) if o.status.success() => {
+                let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+                match v["status"].as_str() {
+                    Some("running") | Some("created") | Some("paused") => Status::Running,
+                    _ => Status::Unknown,
+                }
+            }
+            _ => Status::Unknown,
+        }
+    }
+
+    /// Starts the prepared bundle `id` under a shim (`shim` is the command line that runs
+    /// [`Runtime::shim`] for it, detached from the caller).
+    pub fn start_detached(&self, id: &str, shim: &mut Command) -> Result<(), RuntimeError> {
+        use std::os::unix::process::CommandExt;
+        shim.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: setsid is async-signal-safe; it detaches the shim from the caller's
+        // terminal and process group, so it outlives the command that started it.
+        unsafe {
+            shim.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        shim.spawn().map_err(|source| RuntimeError::Missing {
+            runtime: "kiln shim".into(),
+            source,
+        })?;
+        // Wait until the runtime knows the container (or the shim recorded its end).
+        for _ in 0..500 {
+            if self.status(id) != Status::Unknown {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Err(RuntimeError::Runtime {
+            runtime: self.binary.clone(),
+            id: id.to_string(),
+            reason: format!(
+                "the container did not start; see {}",
+                self.log_path(id).display()
+            ),
+        })
+    }
+
+    /// The shim: runs the container with its output into the CRI log, records its end, and
+    /// removes it if asked. Blocks until the container exits.
+    pub fn shim(&self, id: &str) -> Result<(), RuntimeError> {
+        use std::io::{BufRead, Write};
+        let log_path = self.log_path(id);
+        let log = std::sync::Arc::new(std::sync::Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(Self::io_err(&log_path))?,
+        ));
+        let mut child = Command::new(&self.binary)
+            .arg("--root")
+            .arg(self.state_dir())
+            .arg("run")
+            .arg("--bundle")
+            .arg(self.bundle_dir(id))
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| RuntimeError::Missing {
+                runtime: self.binary.clone(),
+                source,
+            })?;
+        let mut pumps = Vec::new();
+        let streams: Vec<(&str, Box<dyn std::io::Read + Send>)> = vec![
+            (
+                "stdout",
+                Box::new(child.stdout.take().expect("piped stdout")),
+            ),
+            (
+                "stderr",
+                Box::new(child.stderr.take().expect("piped stderr")),
+            ),
+        ];
+        for (name, stream) in streams {
+            let log = log.clone();
+            pumps.push(std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let full = line.last() == Some(&b'\n');
+                            let content = if full {
+                                &line[..line.len() - 1]
+                            } else {
+                                &line[..]
+                            };
+                            if let Ok(mut f) = log.lock() {
+                                let _ = f.write_all(&cri_line(name, content, true));
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        let status = child.wait().map_err(Self::io_err(&log_path))?;
+        for p in pumps {
+            let _ = p.join();
+        }
+        let ended = Ended {
+            code: Exit::from(status).code,
+            finished: now(),
+        };
+        let exit_path = self.exit_path(id);
+        let text = serde_json::to_vec(&ended).unwrap_or_default();
+        std::fs::write(&exit_path, text).map_err(Self::io_err(&exit_path))?;
+        if self.record(id)?.is_some_and(|r| r.auto_remove) {
+            self.remove(id)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") to the container's processes.
+    pub fn kill(&self, id: &str, signal: &str) -> Result<(), RuntimeError> {
+        let out = Command::new(&self.binary)
+            .arg("--root")
+            .arg(self.state_dir())
+            .args(["kill", "--all", id, signal])
+            .output()
+            .map_err(|source| RuntimeError::Missing {
+                runtime: self.binary.clone(),
+                source,
+            })?;
+        if out.status.success() || self.status(id) != Status::Running {
+            Ok(())
+        } else {
+            Err(RuntimeError::Runtime {
+                runtime: self.binary.clone(),
+                id: id.to_string(),
+                reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+
+    /// Waits up to `timeout` for the container to end; true if it did.
+    pub fn wait_ended(&self, id: &str, timeout: std::time::Duration) -> bool {
+        let start = std::time::Instant::now();
+        loop {
+            if matches!(self.status(id), Status::Exited { .. }) {
+                return true;
+            }
+            if start.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// docker stop: SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&self, id: &str, grace: std::time::Duration) -> Result<(), RuntimeError> {
+        if self.status(id) != Status::Running {
+            return Ok(());
+        }
+        self.kill(id, "TERM")?;
+        if !self.wait_ended(id, grace) {
+            self.kill(id, "KILL")?;
+            self.wait_ended(id, std::time::Duration::from_secs(10));
+        }
+        Ok(())
+    }
+
+    /// Removes an ended container: runtime state, root filesystem mount, bundle.
+    pub fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let bundle = self.bundle_dir(id);
+        let rootfs = if bundle.join("upper").is_dir() {
+            RootFs::Overlay {
+                merged: bundle.join("rootfs"),
+                upper: bundle.join("upper"),
+            }
+        } else {
+            RootFs::Copied {
+                dir: bundle.join("rootfs"),
+            }
+        };
+        self.remove_bundle(id, &rootfs)
+    }
+
+    /// Runs `args` in the running container `id`, with this process's stdio; its exit code.
+    pub fn exec(&self, id: &str, args: &[String], interactive: bool) -> Result<Exit, RuntimeError> {
+        let status = Command::new(&self.binary)
+            .arg("--root")
+            .arg(self.state_dir())
+            .arg("exec")
+            .arg(id)
+            .args(args)
+            .stdin(if interactive {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .status()
+            .map_err(|source| RuntimeError::Missing {
+                runtime: self.binary.clone(),
+                source,
+            })?;
+        Ok(Exit::from(status))
+    }
+}
+
+impl Runtime {
+    /// Records how a foreground container ended (kept for `ps -a` until `rm`).
+    pub fn record_exit(&self, id: &str, exit: Exit) -> Result<(), RuntimeError> {
+        let path = self.exit_path(id);
+        let ended = Ended {
+            code: exit.code,
+            finished: now(),
+        };
+        let text = serde_json::to_vec(&ended).unwrap_or_default();
+        std::fs::write(&path, text).map_err(Self::io_err(&path))
+    }
+}
+
+pub fn unix_now() -> i64 {
+    now()
+}
