@@ -323,6 +323,11 @@ fn inspect_images(store: &ImageStore, args: &InspectArgs) -> Result<()> {
         match store.find(input) {
             Ok(found) => records.push(inspect::image_record(store, &refs, &found.target)?),
             Err(e) => {
+                // `kiln inspect` also knows containers, as `docker inspect` does.
+                if let Some(record) = crate::run_cmd::container_json(store.root(), input)? {
+                    records.push(record);
+                    continue;
+                }
                 eprintln!("Error: {e}");
                 failed = true;
             }

@@ -378,3 +378,46 @@ pub fn exec(root: &Path, args: ExecArgs) -> Result<ExitCode> {
     let exit = runtime.exec(&record.id, &args.command, args.interactive)?;
     Ok(ExitCode::from(exit.code.clamp(0, 255) as u8))
 }
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// A container as `docker inspect` shows it, if `name` names one.
+pub fn container_json(root: &Path, name: &str) -> Result<Option<serde_json::Value>> {
+    let runtime = runtime_at(root, "runc");
+    let Some(r) = runtime.find(name)? else {
+        return Ok(None);
+    };
+    let status = runtime.status(&r.id);
+    let (state, running, code, finished) = match status {
+        Status::Running => ("running", true, 0, String::new()),
+        Status::Exited { code, finished } => ("exited", false, code, rfc3339(finished)),
+        Status::Unknown => ("unknown", false, 0, String::new()),
+    };
+    let bundle = runtime.bundle_dir(&r.id);
+    Ok(Some(serde_json::json!({
+        "Id": r.id,
+        "Name": format!("/{}", r.id),
+        "Created": rfc3339(r.created),
+        "Path": r.command.first().cloned().unwrap_or_default(),
+        "Args": r.command.iter().skip(1).collect::<Vec<_>>(),
+        "State": {
+            "Status": state,
+            "Running": running,
+            "ExitCode": code,
+            "FinishedAt": finished,
+        },
+        "Image": r.image,
+        "LogPath": runtime.log_path(&r.id),
+        "HostConfig": {"AutoRemove": r.auto_remove},
+        "GraphDriver": {"Data": {"MergedDir": bundle.join("rootfs"), "UpperDir": bundle.join("upper")}},
+        "Config": {"Image": r.image, "Cmd": r.command},
+    })))
+}

@@ -107,6 +107,24 @@ fn busybox_runs_prints_and_reports_exit_codes() {
         "{mounts}"
     );
 
+    // Without --rm the container is kept, stopped, until `rm`.
+    let (code, _, err) = run(
+        &env,
+        &["--name", "kept", "busybox:test", "sh", "-c", "exit 5"],
+    );
+    assert_eq!(code, 5, "{err}");
+    let out = env.ok(&[
+        "inspect",
+        "kept",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}} {{.Name}}",
+    ]);
+    assert_eq!(out, "exited 5 /kept\n");
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (5)"), "{ps}");
+    env.ok(&["rm", "kept"]);
+    assert!(!env.ok(&["ps", "-a"]).contains("kept"));
+
     // Errors of kiln's own exit 125, as docker's.
     let (code, _, err) = run(&env, &["--rm", "busybox:test", "--no-such-image-flag"]);
     assert_ne!(code, 0, "{err}");
