@@ -252,3 +252,40 @@ fn detached_httpd_serves_execs_logs_stops_and_is_removed() {
         "{mounts}"
     );
 }
+
+#[test]
+fn logs_follow_until_the_container_ends() {
+    if !require_root() {
+        return;
+    }
+    common::which("runc");
+    let env = Env::new();
+    env.busybox_image("busybox:test");
+    let (code, _, err) = kiln(
+        &env,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            "busybox:test",
+            "sh",
+            "-c",
+            "for i in 1 2 3; do echo tick $i; sleep 0.3; done",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // Started right away: follows the lines as they come and returns when the container ends.
+    let started = std::time::Instant::now();
+    let (code, out, err) = kiln(&env, &["logs", "-f", "ticker"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "tick 1\ntick 2\ntick 3\n");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(400),
+        "did not wait for the output"
+    );
+    let (_, out, _) = kiln(&env, &["logs", "--tail", "1", "ticker"]);
+    assert_eq!(out, "tick 3\n");
+    let (code, _, err) = kiln(&env, &["rm", "ticker"]);
+    assert_eq!(code, 0, "{err}");
+}
