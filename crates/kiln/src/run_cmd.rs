@@ -42,6 +42,9 @@ pub struct RunArgs {
     /// Keep standard input open
     #[arg(short, long)]
     interactive: bool,
+    /// Give the container a terminal
+    #[arg(short, long)]
+    tty: bool,
     /// OCI runtime binary [default: runc]
     #[arg(long, default_value = "runc")]
     runtime: String,
@@ -100,10 +103,13 @@ pub fn run(root: &Path, args: RunArgs) -> Result<ExitCode> {
         workdir: args.workdir,
         user: args.user,
         network,
-        terminal: false,
+        terminal: args.tty,
         volumes,
         hostname: id.chars().take(12).collect(),
     };
+    if args.tty && args.detach {
+        bail!("-t with -d is not supported: attach is not implemented");
+    }
     let runtime = runtime_at(root, &args.runtime);
     if runtime.bundle_dir(&id).exists() {
         bail!("a container named {id} already exists");
@@ -135,7 +141,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<ExitCode> {
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    let exit = runtime.run_foreground(&id, args.interactive);
+    let exit = runtime.run_foreground(&id, args.interactive, args.tty);
     if args.rm {
         let removed = runtime.remove_bundle(&id, &rootfs);
         let exit = exit.with_context(|| format!("running container {id}"))?;
@@ -362,6 +368,9 @@ pub struct ExecArgs {
     /// Keep standard input open
     #[arg(short, long)]
     interactive: bool,
+    /// Give the command a terminal
+    #[arg(short, long)]
+    tty: bool,
     #[arg(long, default_value = "runc")]
     runtime: String,
     container: String,
@@ -375,7 +384,7 @@ pub fn exec(root: &Path, args: ExecArgs) -> Result<ExitCode> {
     if runtime.status(&record.id) != Status::Running {
         bail!("container {} is not running", args.container);
     }
-    let exit = runtime.exec(&record.id, &args.command, args.interactive)?;
+    let exit = runtime.exec(&record.id, &args.command, args.interactive, args.tty)?;
     Ok(ExitCode::from(exit.code.clamp(0, 255) as u8))
 }
 

@@ -289,3 +289,51 @@ fn logs_follow_until_the_container_ends() {
     let (code, _, err) = kiln(&env, &["rm", "ticker"]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// Runs `kiln ARGS` under a pseudo-terminal (util-linux `script`), feeding `input`.
+fn kiln_on_terminal(env: &Env, args: &str, input: &str) -> (i32, String) {
+    use std::io::Write;
+    let command = format!("{} {args}", common::kiln_bin());
+    let mut child = std::process::Command::new(common::which("script"))
+        .args(["-qec", &command, "/dev/null"])
+        .env("KILN_ROOT", env.root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("input");
+    let out = child.wait_with_output().expect("script");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn terminals_for_run_and_exec() {
+    if !require_root() {
+        return;
+    }
+    common::which("runc");
+    let env = Env::new();
+    env.busybox_image("busybox:test");
+    let (code, out) = kiln_on_terminal(&env, "run --rm -t busybox:test sh -c 'tty; exit 7'", "");
+    assert_eq!(code, 7, "{out}");
+    assert!(out.contains("/dev/pts/"), "{out}");
+
+    let (code, _, err) = kiln(
+        &env,
+        &["run", "-d", "--name", "box", "busybox:test", "sleep", "30"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out) = kiln_on_terminal(&env, "exec -it box sh", "echo typed-$((40+2))\nexit 9\n");
+    assert_eq!(code, 9, "{out}");
+    assert!(out.contains("typed-42"), "{out}");
+    let (code, _, err) = kiln(&env, &["rm", "-f", "box"]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -115,23 +115,31 @@ impl Runtime {
 
     /// Runs a prepared bundle in the foreground, with this process's stdout and stderr
     /// (and stdin when `interactive`), until the container's process exits.
-    pub fn run_foreground(&self, id: &str, interactive: bool) -> Result<Exit, RuntimeError> {
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--root")
+    /// With `terminal` (the bundle's spec asks for one), the runtime itself sets up the
+    /// container's pseudo-terminal and relays it to this process's terminal.
+    pub fn run_foreground(
+        &self,
+        id: &str,
+        interactive: bool,
+        terminal: bool,
+    ) -> Result<Exit, RuntimeError> {
+        let status = Command::new(&self.binary)
+            .arg("--root")
             .arg(self.state_dir())
             .arg("run")
             .arg("--bundle")
             .arg(self.bundle_dir(id))
             .arg(id)
-            .stdin(if interactive {
+            .stdin(if interactive || terminal {
                 Stdio::inherit()
             } else {
                 Stdio::null()
-            });
-        let status = cmd.status().map_err(|source| RuntimeError::Missing {
-            runtime: self.binary.clone(),
-            source,
-        })?;
+            })
+            .status()
+            .map_err(|source| RuntimeError::Missing {
+                runtime: self.binary.clone(),
+                source,
+            })?;
         Ok(Exit::from(status))
     }
 
@@ -523,14 +531,21 @@ impl Runtime {
     }
 
     /// Runs `args` in the running container `id`, with this process's stdio; its exit code.
-    pub fn exec(&self, id: &str, args: &[String], interactive: bool) -> Result<Exit, RuntimeError> {
+    pub fn exec(
+        &self,
+        id: &str,
+        args: &[String],
+        interactive: bool,
+        terminal: bool,
+    ) -> Result<Exit, RuntimeError> {
         let status = Command::new(&self.binary)
             .arg("--root")
             .arg(self.state_dir())
             .arg("exec")
+            .args(terminal.then_some("--tty"))
             .arg(id)
             .args(args)
-            .stdin(if interactive {
+            .stdin(if interactive || terminal {
                 Stdio::inherit()
             } else {
                 Stdio::null()
