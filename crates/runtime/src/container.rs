@@ -76,6 +76,13 @@ impl Runtime {
         self.dir.join("runtime-state")
     }
 
+    /// The runtime binary, pointed at kiln's state directory for it.
+    fn runtime_command(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root").arg(self.state_dir());
+        cmd
+    }
+
     pub fn bundle_dir(&self, id: &str) -> PathBuf {
         self.dir.join("containers").join(id)
     }
@@ -123,9 +130,8 @@ impl Runtime {
         interactive: bool,
         terminal: bool,
     ) -> Result<Exit, RuntimeError> {
-        let status = Command::new(&self.binary)
-            .arg("--root")
-            .arg(self.state_dir())
+        let status = self
+            .runtime_command()
             .arg("run")
             .arg("--bundle")
             .arg(self.bundle_dir(id))
@@ -146,9 +152,8 @@ impl Runtime {
     /// Removes a container's bundle (unmounting its root filesystem first).
     pub fn remove_bundle(&self, id: &str, rootfs: &RootFs) -> Result<(), RuntimeError> {
         // The runtime removes its own state when `run` returns; make sure of it.
-        let _ = Command::new(&self.binary)
-            .arg("--root")
-            .arg(self.state_dir())
+        let _ = self
+            .runtime_command()
             .args(["delete", "--force", id])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -213,29 +218,14 @@ pub fn cri_line(stream: &str, content: &[u8], full: bool) -> Vec<u8> {
     line
 }
 
+/// Now, as CRI log lines stamp it (RFC 3339 in UTC with nanoseconds).
 fn time_now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        now.subsec_nanos()
-    )
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
+    );
+    time::OffsetDateTime::now_utc()
+        .format(&format)
+        .unwrap_or_default()
 }
 
 /// Splits a CRI log line into (stream, full, content).
@@ -332,9 +322,8 @@ impl Runtime {
                 };
             }
         }
-        let state = Command::new(&self.binary)
-            .arg("--root")
-            .arg(self.state_dir())
+        let state = self
+            .runtime_command()
             .args(["state", id])
             .stderr(Stdio::null())
             .output();
@@ -398,9 +387,8 @@ impl Runtime {
                 .open(&log_path)
                 .map_err(Self::io_err(&log_path))?,
         ));
-        let mut child = Command::new(&self.binary)
-            .arg("--root")
-            .arg(self.state_dir())
+        let mut child = self
+            .runtime_command()
             .arg("run")
             .arg("--bundle")
             .arg(self.bundle_dir(id))
@@ -467,9 +455,8 @@ impl Runtime {
 
     /// Sends `signal` (e.g. "TERM", "KILL") to the container's processes.
     pub fn kill(&self, id: &str, signal: &str) -> Result<(), RuntimeError> {
-        let out = Command::new(&self.binary)
-            .arg("--root")
-            .arg(self.state_dir())
+        let out = self
+            .runtime_command()
             .args(["kill", "--all", id, signal])
             .output()
             .map_err(|source| RuntimeError::Missing {
@@ -538,9 +525,8 @@ impl Runtime {
         interactive: bool,
         terminal: bool,
     ) -> Result<Exit, RuntimeError> {
-        let status = Command::new(&self.binary)
-            .arg("--root")
-            .arg(self.state_dir())
+        let status = self
+            .runtime_command()
             .arg("exec")
             .args(terminal.then_some("--tty"))
             .arg(id)
