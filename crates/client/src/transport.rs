@@ -503,31 +503,14 @@ impl Transport {
         creds: &Credentials,
     ) -> Result<(), ClientError> {
         let endpoint = self.endpoint(registry).await?;
-        match &endpoint.auth {
-            AuthMode::Anonymous => {
-                // Open registry: nothing to check against, as docker does.
-                Ok(())
-            }
-            AuthMode::Basic => {
-                let response = endpoint
-                    .http
-                    .get(format!("{}/v2/", endpoint.base))
-                    .basic_auth(&creds.username, Some(&creds.secret))
-                    .send()
-                    .await
-                    .map_err(|e| ClientError::Unreachable {
-                        registry: registry.to_string(),
-                        reason: error_text(&e),
-                    })?;
-                if response.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(ClientError::Unauthorized {
-                        registry: registry.to_string(),
-                        detail: format!("incorrect username or password ({})", response.status()),
-                    })
-                }
-            }
+        let refused = |detail: String| ClientError::Unauthorized {
+            registry: registry.to_string(),
+            detail,
+        };
+        let (authorization, refusal) = match &endpoint.auth {
+            // Open registry: nothing to check against, as docker does.
+            AuthMode::Anonymous => return Ok(()),
+            AuthMode::Basic => (basic_header(creds).ok(), "incorrect username or password"),
             AuthMode::Bearer { realm, service } => {
                 let token = self
                     .fetch_token(
@@ -539,32 +522,30 @@ impl Transport {
                     )
                     .await
                     .map_err(|e| match e {
-                        ClientError::Unauthorized { .. } => ClientError::Unauthorized {
-                            registry: registry.to_string(),
-                            detail: "incorrect username or password".into(),
-                        },
+                        ClientError::Unauthorized { .. } => {
+                            refused("incorrect username or password".into())
+                        }
                         other => other,
                     })?;
                 // The token must open the API itself.
-                let response = endpoint
-                    .http
-                    .get(format!("{}/v2/", endpoint.base))
-                    .header(AUTHORIZATION, format!("Bearer {}", token.value))
-                    .send()
-                    .await
-                    .map_err(|e| ClientError::Unreachable {
-                        registry: registry.to_string(),
-                        reason: error_text(&e),
-                    })?;
-                if response.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(ClientError::Unauthorized {
-                        registry: registry.to_string(),
-                        detail: format!("the registry refused the token ({})", response.status()),
-                    })
-                }
+                (
+                    bearer_header(&token.value),
+                    "the registry refused the token",
+                )
             }
+        };
+        let mut request = endpoint.http.get(format!("{}/v2/", endpoint.base));
+        if let Some(a) = authorization {
+            request = request.header(AUTHORIZATION, a);
+        }
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            registry: registry.to_string(),
+            reason: error_text(&e),
+        })?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(refused(format!("{refusal} ({})", response.status())))
         }
     }
 }
