@@ -433,6 +433,21 @@ fn a_corrupted_blob_is_refused_and_nothing_is_stored() {
     assert!(leftovers.is_empty(), "ingest files left: {leftovers:?}");
 }
 
+/// A one-layer image of `size` random bytes, imported into `store` as `name`.
+fn one_layer_image(w: &Work, store: &Path, name: &str, label: &str, size: usize) -> Written {
+    let dir = w.path(&format!("layout-{label}"));
+    let mut layout = Layout::new(&dir);
+    let image = layout.image(&[random_layer_tar(label, size)], "amd64", label);
+    layout.tag("img", &image);
+    kiln(
+        w,
+        store,
+        &["image", "import", &oci(&dir, "img"), "-t", name],
+    )
+    .ok();
+    image
+}
+
 #[test]
 fn registry_killed_mid_pull_fails_cleanly_then_pull_completes() {
     let w = Work::new();
@@ -440,16 +455,7 @@ fn registry_killed_mid_pull_fails_cleanly_then_pull_completes() {
     login(&w, &target.host, PASSWORD, &[]).ok();
     let store = w.path("store-a");
     let name = format!("{}/big/app:1", target.host);
-    let dir = w.path("layout-big");
-    let mut layout = Layout::new(&dir);
-    let image = layout.image(&[random_layer_tar("big", 48 << 20)], "amd64", "big");
-    layout.tag("big", &image);
-    kiln(
-        &w,
-        &store,
-        &["image", "import", &oci(&dir, "big"), "-t", &name],
-    )
-    .ok();
+    let image = one_layer_image(&w, &store, &name, "big", 48 << 20);
     kiln(&w, &store, &["push", &name]).ok();
 
     let fresh = w.path("store-b");
@@ -551,16 +557,7 @@ fn push_resumes_after_the_registry_restarts_mid_upload() {
     login(&w, &target.host, PASSWORD, &[]).ok();
     let store = w.path("store-a");
     let name = format!("{}/resume/app:1", target.host);
-    let dir = w.path("layout-big");
-    let mut layout = Layout::new(&dir);
-    let image = layout.image(&[random_layer_tar("resume", 96 << 20)], "amd64", "resume");
-    layout.tag("big", &image);
-    kiln(
-        &w,
-        &store,
-        &["image", "import", &oci(&dir, "big"), "-t", &name],
-    )
-    .ok();
+    let image = one_layer_image(&w, &store, &name, "resume", 96 << 20);
 
     let push = Proc::spawn(
         w.kiln(&["--root", &store.display().to_string(), "push", &name]),

@@ -15,15 +15,11 @@ fn require_root() -> bool {
     root
 }
 
+/// `kiln run ARGS`: exit code, stdout, stderr.
 fn run(env: &Env, args: &[&str]) -> (i32, String, String) {
     let mut full = vec!["run"];
     full.extend_from_slice(args);
-    let out = env.cmd(&full).output().expect("run kiln");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    kiln(env, &full)
 }
 
 #[test]
@@ -132,6 +128,7 @@ fn busybox_runs_prints_and_reports_exit_codes() {
     assert_eq!(code, 125, "{err}");
 }
 
+/// `kiln ARGS`: exit code, stdout, stderr.
 fn kiln(env: &Env, args: &[&str]) -> (i32, String, String) {
     let out = env.cmd(args).output().expect("run kiln");
     (
