@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_image::{ImageStore, Platform};
-use kiln_runtime::bundle::{Network, RunConfig, Volume};
+use kiln_runtime::bundle::{HostUser, Network, RunConfig, Volume};
 use kiln_runtime::container::{Record, Runtime, Status};
 
 #[derive(Args)]
@@ -106,6 +106,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<ExitCode> {
         terminal: args.tty,
         volumes,
         hostname: id.chars().take(12).collect(),
+        rootless: HostUser::unprivileged(),
     };
     if args.tty && args.detach {
         bail!("-t with -d is not supported: attach is not implemented");

@@ -334,3 +334,142 @@ fn terminals_for_run_and_exec() {
     let (code, _, err) = kiln(&env, &["rm", "-f", "box"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn an_unprivileged_user_runs_containers_in_a_user_namespace() {
+    use std::os::unix::process::CommandExt;
+    if !require_root() {
+        return;
+    }
+    common::which("runc");
+    let env = Env::new();
+    env.busybox_image("busybox:test");
+    // Hand the store over to an unprivileged user, who then works with it alone.
+    let nobody = 65534;
+    common::sh(
+        std::process::Command::new("chown")
+            .arg("-R")
+            .arg(format!("{nobody}:{nobody}"))
+            .arg(env.dir.path()),
+    );
+    std::fs::set_permissions(
+        env.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let as_user = |args: &[&str]| {
+        let out = env
+            .cmd(args)
+            .uid(nobody)
+            .gid(nobody)
+            .env("HOME", env.dir.path())
+            .output()
+            .expect("run kiln");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // Root inside, the caller outside.
+    let (code, out, err) = as_user(&[
+        "run",
+        "--rm",
+        "busybox:test",
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; echo written > /f && cat /f",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let map: Vec<&str> = out
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(map, ["0", "65534", "1"], "{out}");
+    assert!(out.ends_with("written\n"), "{out}");
+
+    let (code, _, err) = as_user(&["run", "--rm", "busybox:test", "sh", "-c", "exit 4"]);
+    assert_eq!(code, 4, "{err}");
+
+    // The whole life of a detached container.
+    let (code, _, err) = as_user(&[
+        "run",
+        "-d",
+        "--name",
+        "idle",
+        "busybox:test",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = as_user(&["exec", "idle", "cat", "/proc/self/uid_map"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.split_whitespace().eq(["0", "65534", "1"]), "{out}");
+    let (code, out, err) = as_user(&["ps"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("idle"), "{out}");
+    let (code, _, err) = as_user(&["stop", "-t", "1", "idle"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = as_user(&["rm", "idle"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = as_user(&["ps", "-a"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("idle"), "{out}");
+}
+
+/// Three layers over busybox: files, then a whiteout and an opaque directory, then an
+/// addition. The container sees the merged result, through overlayfs or a copy.
+#[test]
+fn layers_whiteouts_and_opaque_directories_merge() {
+    if !require_root() {
+        return;
+    }
+    common::which("runc");
+    let env = Env::new();
+    let busybox = std::fs::read(env.busybox_rootfs()).expect("busybox tarball");
+    let layer = |name: &str, files: &[&str]| {
+        let tree = env.path(name);
+        for file in files {
+            let path = tree.join(file);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, name).expect("write");
+        }
+        common::tar_of(&tree, &env.path(&format!("{name}.tar")))
+    };
+    let first = layer(
+        "first",
+        &["data/keep", "data/gone", "opaque/old", "opaque/sub/deep"],
+    );
+    let second = layer(
+        "second",
+        &["data/.wh.gone", "opaque/.wh..wh..opq", "opaque/new"],
+    );
+    let third = layer("third", &["data/added"]);
+    let layout = env.path("layout");
+    common::write_tar_layout(&layout, "layers", &[&busybox, &first, &second, &third]);
+    env.ok(&[
+        "image",
+        "import",
+        &format!("oci:{}:layers", layout.display()),
+        "-t",
+        "layers:test",
+    ]);
+    let (code, out, err) = run(
+        &env,
+        &[
+            "--rm",
+            "layers:test",
+            "sh",
+            "-c",
+            "ls -a /data /opaque; cat /data/keep /opaque/new",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "/data:\n.\n..\nadded\nkeep\n\n/opaque:\n.\n..\nnew\nfirstsecond"
+    );
+}

@@ -1,5 +1,6 @@
 //! Per-connection plumbing below HTTP: requests on plain TCP connections carry their socket,
-//! so that a large upload can ask the kernel to wake it only for big batches of data.
+//! so that a large upload can ask the kernel to wake it only for big batches of data, and
+//! blob bodies go out with `sendfile` (see [`crate::zero_copy`]).
 //!
 //! A blob body arrives in ~64 KiB segments; waking a task for each costs more CPU than
 //! hashing and storing the bytes. `SO_RCVLOWAT` makes the socket readable only once
@@ -15,6 +16,8 @@ use std::task::{Context, Poll};
 
 use axum::http::Request;
 use tokio::net::TcpStream;
+
+use crate::zero_copy::SendfileStream;
 
 /// Bytes the kernel gathers before waking a large upload.
 const LOW_WATER: u64 = 256 << 10;
@@ -32,13 +35,16 @@ pub struct SocketFd(RawFd);
 pub struct TagSocket;
 
 impl<S> axum_server::accept::Accept<TcpStream, S> for TagSocket {
-    type Stream = TcpStream;
+    type Stream = SendfileStream;
     type Service = WithSocket<S>;
-    type Future = Ready<io::Result<(TcpStream, WithSocket<S>)>>;
+    type Future = Ready<io::Result<(SendfileStream, WithSocket<S>)>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
         let fd = SocketFd(stream.as_raw_fd());
-        ready(Ok((stream, WithSocket { inner: service, fd })))
+        ready(Ok((
+            SendfileStream::new(stream),
+            WithSocket { inner: service, fd },
+        )))
     }
 }
 

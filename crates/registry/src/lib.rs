@@ -13,6 +13,7 @@ mod http;
 pub mod metrics;
 pub mod storage;
 pub mod uploads;
+mod zero_copy;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -67,6 +67,25 @@ pub struct RunConfig {
     pub terminal: bool,
     pub volumes: Vec<Volume>,
     pub hostname: String,
+    /// Set when kiln runs unprivileged: the container then gets a user namespace in which
+    /// its user is this host user.
+    pub rootless: Option<HostUser>,
+}
+
+/// The unprivileged host user that a rootless container's user is mapped onto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl HostUser {
+    /// The calling user, unless it is root.
+    pub fn unprivileged() -> Option<HostUser> {
+        // SAFETY: geteuid and getegid have no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        (uid != 0).then_some(HostUser { uid, gid })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,8 +283,25 @@ pub fn spec(
         Some(u) => resolve_user(rootfs, u)?,
         None => (0, 0, Vec::new()),
     };
-    let base = Spec::default();
+    let base = match run.rootless {
+        // A user namespace, no cgroup limits, /sys bound from the host rather than mounted.
+        Some(host) => Spec::rootless(host.uid, host.gid),
+        None => Spec::default(),
+    };
     let mut v = serde_json::to_value(&base).map_err(|e| BundleError::Spec(e.to_string()))?;
+    let additional = match run.rootless {
+        Some(host) => {
+            // Without subordinate id ranges only one user and one group exist in the
+            // namespace: the container's own, standing for the host user who owns every
+            // file of the unpacked image. Supplementary groups cannot be mapped.
+            v["linux"]["uidMappings"] =
+                json!([{"containerID": uid, "hostID": host.uid, "size": 1}]);
+            v["linux"]["gidMappings"] =
+                json!([{"containerID": gid, "hostID": host.gid, "size": 1}]);
+            Vec::new()
+        }
+        None => additional,
+    };
     v["process"]["args"] = json!(args);
     v["process"]["env"] = json!(env);
     v["process"]["cwd"] = json!(cwd);
@@ -444,6 +480,58 @@ mod tests {
             .expect("namespaces")
             .iter()
             .any(|n| n["type"] == "network"));
+    }
+
+    #[test]
+    fn a_rootless_spec_maps_the_container_user_onto_the_caller() {
+        let t = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(t.path().join("etc")).expect("mkdir");
+        std::fs::write(t.path().join("etc/passwd"), "www:x:33:44::/:/bin/sh\n").expect("passwd");
+        std::fs::write(t.path().join("etc/group"), "www:x:44:\nlogs:x:50:www\n").expect("group");
+        let img = image(json!({"Cmd": ["id"], "User": "www"}));
+        let run = RunConfig {
+            network: Network::Host,
+            rootless: Some(HostUser {
+                uid: 1000,
+                gid: 1001,
+            }),
+            ..RunConfig::default()
+        };
+        let v = serde_json::to_value(spec(&img, &run, t.path(), &no_host).expect("spec"))
+            .expect("json");
+        let namespaces = v["linux"]["namespaces"].as_array().expect("namespaces");
+        assert!(namespaces.iter().any(|n| n["type"] == "user"));
+        assert!(!namespaces.iter().any(|n| n["type"] == "network"));
+        assert_eq!(
+            v["linux"]["uidMappings"],
+            json!([{"containerID": 33, "hostID": 1000, "size": 1}])
+        );
+        assert_eq!(
+            v["linux"]["gidMappings"],
+            json!([{"containerID": 44, "hostID": 1001, "size": 1}])
+        );
+        assert_eq!(v["process"]["user"]["uid"], 33);
+        assert_eq!(v["process"]["user"]["additionalGids"], json!([]));
+        assert!(
+            v["linux"]["resources"].is_null(),
+            "no cgroup limits without privilege"
+        );
+        let sys = v["mounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .expect("/sys");
+        assert_eq!(sys["source"], "/sys");
+
+        let none = RunConfig {
+            network: Network::None,
+            ..run
+        };
+        let v = serde_json::to_value(spec(&img, &none, t.path(), &no_host).expect("spec"))
+            .expect("json");
+        let namespaces = v["linux"]["namespaces"].as_array().expect("namespaces");
+        assert!(namespaces.iter().any(|n| n["type"] == "network"));
     }
 
     fn spec_for_host(img: &ImageConfiguration, rootfs: &Path) -> Value {

@@ -453,11 +453,14 @@ impl Runtime {
         Ok(())
     }
 
-    /// Sends `signal` (e.g. "TERM", "KILL") to the container's processes.
+    /// Sends `signal` (e.g. "TERM", "KILL") to the container's init process, as docker does.
+    /// The container has its own PID namespace, so when init dies the kernel kills the rest;
+    /// signalling every process (`--all`) would need the cgroup, which rootless containers
+    /// may lack.
     pub fn kill(&self, id: &str, signal: &str) -> Result<(), RuntimeError> {
         let out = self
             .runtime_command()
-            .args(["kill", "--all", id, signal])
+            .args(["kill", id, signal])
             .output()
             .map_err(|source| RuntimeError::Missing {
                 runtime: self.binary.clone(),

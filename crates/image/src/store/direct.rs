@@ -123,20 +123,6 @@ impl Drop for AlignedBuf {
     }
 }
 
-/// A window of a filled buffer, as the owner of a [`bytes::Bytes`]: the buffer returns to
-/// the pool when the last reference to the bytes is dropped.
-pub struct Window {
-    pub buf: AlignedBuf,
-    pub start: usize,
-    pub end: usize,
-}
-
-impl AsRef<[u8]> for Window {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf.filled()[self.start..self.end]
-    }
-}
-
 /// Buffered (fallback) writes start writeback for each stretch this long, so that the
 /// final fsync has little left to do.
 const WRITEBACK_STRETCH: u64 = 8 << 20;
@@ -333,18 +319,6 @@ mod tests {
         assert_eq!(a.extend(&big), BLOCK);
         assert!(a.is_full());
         assert_eq!(a.extend(&big), 0);
-    }
-
-    #[test]
-    fn a_window_is_the_bytes_it_names() {
-        let mut buf = AlignedBuf::take();
-        buf.extend(b"hello, world");
-        let bytes = bytes::Bytes::from_owner(Window {
-            buf,
-            start: 7,
-            end: 12,
-        });
-        assert_eq!(&bytes[..], b"world");
     }
 
     /// Both modes: direct I/O (where the test directory's filesystem has it) and buffered.

@@ -77,19 +77,7 @@ impl Env {
             std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).expect("symlink");
         }
         let tarball = self.path("busybox.tar");
-        sh(Command::new("tar")
-            .arg("-C")
-            .arg(&tree)
-            .args([
-                "--sort=name",
-                "--owner=0",
-                "--group=0",
-                "--numeric-owner",
-                "--mtime=@0",
-                "-cf",
-            ])
-            .arg(&tarball)
-            .arg("."));
+        tar_of(&tree, &tarball);
         tarball
     }
 
@@ -168,6 +156,38 @@ pub fn write_layout(dir: &Path, ref_name: &str, layers: &[&[u8]]) -> Digest {
         }));
     }
     finish_layout(dir, ref_name, descriptors)
+}
+
+/// Like [`write_layout`] for uncompressed tar layers, whose digests are their diff IDs.
+pub fn write_tar_layout(dir: &Path, ref_name: &str, layers: &[&[u8]]) -> Digest {
+    let descriptors = layers
+        .iter()
+        .map(|layer| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": put_blob(dir, layer).to_string(), "size": layer.len(),
+            })
+        })
+        .collect();
+    finish_layout(dir, ref_name, descriptors)
+}
+
+/// A tar of the directory `tree` (its contents at the archive's root), as root-owned files.
+pub fn tar_of(tree: &Path, tarball: &Path) -> Vec<u8> {
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(tree)
+        .args([
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--mtime=@0",
+            "-cf",
+        ])
+        .arg(tarball)
+        .arg("."));
+    fs::read(tarball).expect("read tarball")
 }
 
 /// Like [`write_layout`] with one layer of `size` pseudo-random bytes streamed to disk.

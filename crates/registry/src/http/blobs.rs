@@ -42,9 +42,9 @@ fn parse_range(value: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()>
     Ok(Some((start, end - start + 1)))
 }
 
-/// Streams a blob from the backend. Chunks are read as the connection asks for them, on the
-/// async worker itself: a local read of one chunk takes a fraction of a millisecond, less
-/// than handing each chunk over from a blocking thread would cost.
+/// Streams a blob from the backend. Chunks are produced as the connection asks for them, on
+/// the async worker itself: each is a local read or a file mapping, quicker than handing it
+/// over from a blocking thread would be.
 pub(super) fn stream(
     backend: Arc<dyn BlobBackend>,
     digest: kiln_image::Digest,

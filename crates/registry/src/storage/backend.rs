@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use kiln_image::store::blobs::digests_in;
 
-use super::fs_read::DirectChunks;
 use super::fs_upload::FsUpload;
 use kiln_image::Digest;
 
@@ -129,10 +128,20 @@ impl BlobBackend for FsBackend {
         Ok(Box::new(file.take(len)))
     }
 
+    /// One buffer mapping the file: plain-TCP connections send it from the page cache
+    /// without copying (see `zero_copy`).
     fn chunks(&self, digest: &Digest, offset: u64, len: u64) -> io::Result<BlobChunks> {
-        match DirectChunks::open(&self.blob_path(digest), offset, len)? {
-            Some(chunks) => Ok(Box::new(chunks)),
-            None => Ok(read_chunks(self.reader(digest, offset, len)?)),
+        let file = File::open(self.blob_path(digest))?;
+        if file.metadata()?.len() < offset.saturating_add(len) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "blob is shorter than recorded",
+            ));
+        }
+        match crate::zero_copy::file_bytes(file, offset, len) {
+            Ok(bytes) => Ok(Box::new(std::iter::once(Ok(bytes)))),
+            // A filesystem that cannot map files: read them.
+            Err(_) => Ok(read_chunks(self.reader(digest, offset, len)?)),
         }
     }
 
