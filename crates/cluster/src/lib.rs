@@ -1,0 +1,3 @@
+//! kiln's cluster API: a Kubernetes-compatible API server that the real kubectl drives.
+
+pub mod store;
