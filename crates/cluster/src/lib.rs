@@ -1,3 +1,16 @@
 //! kiln's cluster API: a Kubernetes-compatible API server that the real kubectl drives.
 
+pub mod api;
+pub mod defaults;
+pub mod discovery;
+pub mod objects;
+pub mod openapi;
+pub mod patch;
+pub mod pki;
+pub mod resources;
+pub mod selector;
+pub mod server;
+pub mod status;
 pub mod store;
+pub mod table;
+pub mod validation;

@@ -1,6 +1,7 @@
 //! The `kiln` command line.
 
 mod client_cmd;
+mod cluster_cmd;
 mod gotemplate;
 mod humanize;
 mod image_cmd;
@@ -66,6 +67,10 @@ enum Command {
     Stop(run_cmd::StopArgs),
     /// Remove containers
     Rm(run_cmd::RmArgs),
+    /// Start the cluster: the Kubernetes API server (kubectl's kubeconfig is written for you)
+    Up(cluster_cmd::UpArgs),
+    /// Stop the cluster started by `kiln up`
+    Down(cluster_cmd::DownArgs),
     #[command(hide = true)]
     ContainerShim(run_cmd::ShimArgs),
 }
@@ -97,6 +102,8 @@ fn main() -> ExitCode {
         Command::Stop(args) => ok(run_cmd::stop(&root, args)),
         Command::Rm(args) => ok(run_cmd::rm(&root, args)),
         Command::ContainerShim(args) => ok(run_cmd::shim(&root, args)),
+        Command::Up(args) => ok(cluster_cmd::up(&root, args)),
+        Command::Down(args) => ok(cluster_cmd::down(&root, args)),
     };
     match result {
         Ok(code) => code,
