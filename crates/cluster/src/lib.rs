@@ -3,6 +3,7 @@
 pub mod api;
 pub mod defaults;
 pub mod discovery;
+pub mod gc;
 pub mod objects;
 pub mod openapi;
 pub mod patch;

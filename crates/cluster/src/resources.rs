@@ -232,6 +232,25 @@ impl ResourceType {
         }
     }
 
+    /// The type, namespace and name a storage key belongs to.
+    pub fn of_key(key: &str) -> Option<(ResourceType, Option<String>, String)> {
+        let rest = key.strip_prefix("/registry/")?;
+        let mut parts = rest.split('/');
+        let group = parts.next()?;
+        let group = if group == "core" { "" } else { group };
+        let plural = parts.next()?;
+        let rt = TYPES
+            .iter()
+            .find(|t| t.group == group && t.plural == plural)
+            .copied()?;
+        let (namespace, name) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(ns), Some(name), None) if rt.namespaced => (Some(ns.to_string()), name),
+            (Some(name), None, None) if !rt.namespaced => (None, name),
+            _ => return None,
+        };
+        Some((rt, namespace, name.to_string()))
+    }
+
     pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
         format!("{}{name}", self.key_prefix(namespace))
     }

@@ -195,6 +195,7 @@ pub async fn serve(config: ServeConfig, on_ready: impl FnOnce(&Ready)) -> Result
         format!("{host}:{}", bound.port()),
     ));
     bootstrap(&server).await?;
+    crate::gc::spawn(server.clone());
     compact_periodically(store);
 
     let app = api::router(server);

@@ -2,8 +2,8 @@
 //! type, routed the way Kubernetes lays out its URLs.
 
 mod body;
-mod read;
-mod write;
+pub(crate) mod read;
+pub(crate) mod write;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -160,8 +160,12 @@ async fn core_group(
     Path(rest): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
     let segments: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
     match segments.as_slice() {
         [] => json_response(StatusCode::OK, &discovery::api_versions(&s.address)),
@@ -182,8 +186,12 @@ async fn named_group(
     Path(rest): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
     let segments: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
     match segments.as_slice() {
         [] => json_response(StatusCode::OK, &discovery::api_group_list()),
@@ -200,6 +208,29 @@ async fn named_group(
             dispatch(s, method, &group, &version, rest, query, headers, body).await
         }
     }
+}
+
+/// The request body, refused once it passes the object size limit.
+async fn read_body(body: axum::body::Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, crate::objects::MAX_OBJECT_BYTES)
+        .await
+        .map_err(|_| {
+            let mut response = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                format!(
+                    "the request body is larger than the limit of {} bytes",
+                    crate::objects::MAX_OBJECT_BYTES
+                ),
+            )
+            .into_response();
+            // The rest of the body is not read: the connection cannot carry another request.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        })
 }
 
 #[allow(clippy::too_many_arguments)]

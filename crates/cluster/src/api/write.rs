@@ -336,12 +336,25 @@ pub enum Propagation {
     Orphan,
 }
 
-struct DeleteOptions {
-    propagation: Propagation,
+pub struct DeleteOptions {
+    pub propagation: Propagation,
     uid: Option<String>,
     resource_version: Option<String>,
     grace_period: Option<i64>,
     dry_run: bool,
+}
+
+impl DeleteOptions {
+    /// A plain delete with dependents collected afterwards, as the garbage collector makes.
+    pub fn background() -> DeleteOptions {
+        DeleteOptions {
+            propagation: Propagation::Background,
+            uid: None,
+            resource_version: None,
+            grace_period: None,
+            dry_run: false,
+        }
+    }
 }
 
 fn delete_options(req: &Request) -> ApiResult<DeleteOptions> {
@@ -398,7 +411,7 @@ fn delete_options(req: &Request) -> ApiResult<DeleteOptions> {
 }
 
 /// Deletes one object as `options` say. Returns the object as it was last stored.
-async fn delete_object(s: &Shared, t: &Target, options: &DeleteOptions) -> ApiResult<Value> {
+pub async fn delete_object(s: &Shared, t: &Target, options: &DeleteOptions) -> ApiResult<Value> {
     let key = t
         .key()
         .ok_or_else(|| ApiError::bad_request("no name given"))?;

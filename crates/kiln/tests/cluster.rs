@@ -1,0 +1,693 @@
+//! `kiln up` driven by the real kubectl (1.32 on PATH, 1.27 and 1.33 beside it), and its
+//! API spoken to directly for what kubectl does not show (watch streams, error bodies).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{kiln_bin, which};
+use serde_json::{json, Value};
+
+/// A cluster started with `kiln up` in a scratch root, stopped with `kiln down` on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    /// The plain-HTTP listener's URL, for direct API calls.
+    plain: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let c = Cluster {
+            plain: format!("http://127.0.0.1:{}", free_port()),
+            kubeconfig,
+            dir,
+        };
+        c.start();
+        c
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn start(&self) {
+        let https = format!("127.0.0.1:{}", free_port());
+        let out = Command::new(kiln_bin())
+            .arg("--root")
+            .arg(self.root())
+            .args(["up", "--listen", &https, "--insecure-listen"])
+            .arg(self.plain.trim_start_matches("http://"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .output()
+            .expect("kiln up");
+        assert!(
+            out.status.success(),
+            "kiln up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("kiln is up: https://"), "{text}");
+    }
+
+    fn down(&self) {
+        let out = Command::new(kiln_bin())
+            .arg("--root")
+            .arg(self.root())
+            .arg("down")
+            .output()
+            .expect("kiln down");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `kubectl` (a given version's binary) with this cluster's kubeconfig.
+    fn kubectl_with(&self, binary: &Path, args: &[&str]) -> Output {
+        Command::new(binary)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECACHEDIR", self.dir.path().join("kubecache"))
+            .env("HOME", self.dir.path())
+            .output()
+            .expect("run kubectl")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.ok_with(&which("kubectl"), args)
+    }
+
+    fn ok_with(&self, binary: &Path, args: &[&str]) -> String {
+        let out = self.kubectl_with(binary, args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn kubectl_fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl_with(&which("kubectl"), args);
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write manifest");
+        path.display().to_string()
+    }
+
+    fn http(&self) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .expect("client")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(kiln_bin())
+            .arg("--root")
+            .arg(self.root())
+            .arg("down")
+            .output();
+    }
+}
+
+/// A kubectl of another minor version, from the folder of the one on PATH.
+fn kubectl_version(minor: &str) -> PathBuf {
+    let on_path = std::fs::canonicalize(which("kubectl")).expect("resolve kubectl");
+    let path = on_path
+        .parent()
+        .expect("kubectl's folder")
+        .join(format!("kubectl.1.{minor}"));
+    assert!(path.is_file(), "{} is missing", path.display());
+    path
+}
+
+const MANIFESTS: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: manager-firm
+  labels: {app: manager-firm}
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: manager-firm}
+  template:
+    metadata:
+      labels: {app: manager-firm}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.14.2
+        ports:
+        - containerPort: 80
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {tier: front}
+spec:
+  containers:
+  - name: web
+    image: nginx
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: builder
+imagePullSecrets:
+- name: regcred
+"#;
+
+#[test]
+fn kubectl_applies_reads_edits_and_deletes() {
+    let c = Cluster::up();
+    let ns = c.kubectl(&["get", "namespaces"]);
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.contains(name), "{ns}");
+    }
+    let file = c.write("app.yaml", MANIFESTS);
+    let first = c.kubectl(&["apply", "-f", &file]);
+    assert_eq!(
+        first,
+        "deployment.apps/manager-firm created\npod/web created\nserviceaccount/builder created\n"
+    );
+    let again = c.kubectl(&["apply", "-f", &file]);
+    assert!(
+        again.contains("deployment.apps/manager-firm unchanged"),
+        "{again}"
+    );
+    c.write("app.yaml", &MANIFESTS.replace("replicas: 3", "replicas: 5"));
+    let changed = c.kubectl(&["apply", "-f", &file]);
+    assert!(
+        changed.contains("deployment.apps/manager-firm configured"),
+        "{changed}"
+    );
+    let spec = c.kubectl(&[
+        "get",
+        "deploy",
+        "manager-firm",
+        "-o",
+        "jsonpath={.spec.replicas} {.metadata.generation} {.spec.template.spec.containers[0].imagePullPolicy}",
+    ]);
+    assert_eq!(spec, "5 2 IfNotPresent");
+
+    // kubectl's columns, narrow and wide.
+    let pods = c.kubectl(&["get", "pods", "-o", "wide"]);
+    let header: Vec<&str> = pods
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE",
+            "NOMINATED",
+            "NODE",
+            "READINESS",
+            "GATES"
+        ]
+    );
+    assert!(
+        pods.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("web ") && l.contains("0/1") && l.contains("Pending")),
+        "{pods}"
+    );
+    let deploys = c.kubectl(&["get", "deploy"]);
+    let header: Vec<&str> = deploys
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    assert!(deploys.contains("manager-firm   0/5"), "{deploys}");
+    let wide = c.kubectl(&["get", "deploy", "-o", "wide"]);
+    assert!(
+        wide.contains("nginx:1.14.2") && wide.contains("app=manager-firm"),
+        "{wide}"
+    );
+    let sa = c.kubectl(&[
+        "get",
+        "sa",
+        "builder",
+        "-o",
+        "jsonpath={.imagePullSecrets[0].name}",
+    ]);
+    assert_eq!(sa, "regcred");
+    let by_label = c.kubectl(&["get", "pods", "-l", "tier=front", "-o", "name"]);
+    assert_eq!(by_label, "pod/web\n");
+    let none = c.kubectl(&["get", "pods", "-l", "tier=back", "-o", "name"]);
+    assert_eq!(none, "");
+
+    // Image changes: set image (a strategic merge patch) and edit.
+    let set = c.kubectl(&[
+        "set",
+        "image",
+        "deployment/manager-firm",
+        "nginx=nginx:1.16",
+    ]);
+    assert_eq!(set, "deployment.apps/manager-firm image updated\n");
+    let edited = Command::new(which("kubectl"))
+        .args(["edit", "deployment/manager-firm"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("KUBECACHEDIR", c.dir.path().join("kubecache"))
+        .env("KUBE_EDITOR", "sed -i s/nginx:1.16/nginx:1.17/")
+        .output()
+        .expect("kubectl edit");
+    assert!(
+        edited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&edited.stderr)
+    );
+    let image = c.kubectl(&[
+        "get",
+        "deploy",
+        "manager-firm",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image} {.metadata.generation}",
+    ]);
+    assert_eq!(image, "nginx:1.17 4");
+
+    let described = c.kubectl(&["describe", "pod", "web"]);
+    assert!(described.contains("Name:             web"), "{described}");
+    assert!(
+        described.contains("QoS Class:        BestEffort"),
+        "{described}"
+    );
+    let described = c.kubectl(&["describe", "deployment", "manager-firm"]);
+    assert!(
+        described.contains("RollingUpdateStrategy:  25% max unavailable, 25% max surge"),
+        "{described}"
+    );
+
+    // A stale write is refused.
+    let stale = c.kubectl(&["get", "deploy", "manager-firm", "-o", "json"]);
+    c.kubectl(&["scale", "deploy", "manager-firm", "--replicas", "2"]);
+    let stale_file = c.write("stale.json", &stale);
+    let err = c.kubectl_fails(&["replace", "-f", &stale_file]);
+    assert!(err.contains("the object has been modified"), "{err}");
+    let replicas = c.kubectl(&[
+        "get",
+        "deploy",
+        "manager-firm",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
+    assert_eq!(replicas, "2");
+
+    let deleted = c.kubectl(&["delete", "-f", &file]);
+    assert!(
+        deleted.contains("deployment.apps \"manager-firm\" deleted"),
+        "{deleted}"
+    );
+    assert_eq!(c.kubectl(&["get", "all", "-o", "name"]), "");
+    let err = c.kubectl_fails(&["get", "pod", "web"]);
+    assert!(err.contains("pods \"web\" not found"), "{err}");
+}
+
+#[test]
+fn older_and_newer_kubectl_work_too() {
+    let c = Cluster::up();
+    let file = c.write("app.yaml", MANIFESTS);
+    for minor in ["27", "33"] {
+        let kubectl = kubectl_version(minor);
+        let applied = c.ok_with(&kubectl, &["apply", "-f", &file]);
+        assert!(
+            applied.contains("deployment.apps/manager-firm created"),
+            "1.{minor}: {applied}"
+        );
+        let got = c.ok_with(&kubectl, &["get", "deploy,pods"]);
+        assert!(
+            got.contains("manager-firm") && got.contains("web"),
+            "1.{minor}: {got}"
+        );
+        let set = c.ok_with(
+            &kubectl,
+            &["set", "image", "deploy/manager-firm", "nginx=nginx:1.16"],
+        );
+        assert!(set.contains("image updated"), "1.{minor}: {set}");
+        let deleted = c.ok_with(&kubectl, &["delete", "-f", &file]);
+        assert!(deleted.contains("deleted"), "1.{minor}: {deleted}");
+    }
+}
+
+#[test]
+fn objects_survive_a_restart() {
+    let c = Cluster::up();
+    let file = c.write("app.yaml", MANIFESTS);
+    c.kubectl(&["apply", "-f", &file]);
+    let before = c.kubectl(&[
+        "get",
+        "deploy",
+        "manager-firm",
+        "-o",
+        "jsonpath={.metadata.uid} {.metadata.resourceVersion}",
+    ]);
+    c.down();
+    c.start();
+    let after = c.kubectl(&[
+        "get",
+        "deploy",
+        "manager-firm",
+        "-o",
+        "jsonpath={.metadata.uid} {.metadata.resourceVersion}",
+    ]);
+    assert_eq!(before, after);
+    let created = c.kubectl(&[
+        "create",
+        "-f",
+        &c.write(
+            "cm.json",
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"a":"b"}}"#,
+        ),
+    ]);
+    assert_eq!(created, "configmap/c created\n");
+}
+
+/// Reads newline-separated watch events until `count` have arrived.
+fn read_events(response: reqwest::blocking::Response, count: usize) -> Vec<Value> {
+    use std::io::BufRead;
+    let mut events = Vec::new();
+    for line in std::io::BufReader::new(response).lines() {
+        let line = line.expect("watch line");
+        events.push(serde_json::from_str::<Value>(&line).expect("event JSON"));
+        if events.len() == count {
+            break;
+        }
+    }
+    events
+}
+
+#[test]
+fn watches_replay_changes_and_follow_selectors() {
+    let c = Cluster::up();
+    let http = c.http();
+    let pods = format!("{}/api/v1/namespaces/default/pods", c.plain);
+    let list: Value = http.get(&pods).send().expect("list").json().expect("json");
+    let start = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_string();
+    let pod = |name: &str, tier: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"tier": tier}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    };
+    for (name, tier) in [("a", "front"), ("b", "back")] {
+        let r = http
+            .post(&pods)
+            .json(&pod(name, tier))
+            .send()
+            .expect("create");
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    // Relabel b into the selection, then delete a.
+    let r = http
+        .patch(format!("{pods}/b"))
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"metadata":{"labels":{"tier":"front"}}}"#)
+        .send()
+        .expect("patch");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = http.delete(format!("{pods}/a")).send().expect("delete");
+    assert_eq!(r.status().as_u16(), 200);
+
+    let watch = http
+        .get(format!(
+            "{pods}?watch=true&resourceVersion={start}&labelSelector=tier%3Dfront"
+        ))
+        .send()
+        .expect("watch");
+    let events = read_events(watch, 3);
+    let seen: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("ADDED".into(), "a".into()),
+            ("ADDED".into(), "b".into()),
+            ("DELETED".into(), "a".into())
+        ]
+    );
+    assert_eq!(events[0]["object"]["kind"], "Pod");
+
+    // Without a version, a watch starts with the current objects.
+    let watch = http.get(format!("{pods}?watch=1")).send().expect("watch");
+    let current = read_events(watch, 1);
+    assert_eq!(current[0]["type"], "ADDED");
+    assert_eq!(current[0]["object"]["metadata"]["name"], "b");
+
+    // A version from the future is refused rather than waited for.
+    let future = http
+        .get(format!("{pods}?watch=1&resourceVersion=999999999"))
+        .send()
+        .expect("watch");
+    assert_eq!(future.status().as_u16(), 504);
+}
+
+#[test]
+fn bad_requests_get_kubernetes_status_errors() {
+    let c = Cluster::up();
+    let http = c.http();
+    let pods = format!("{}/api/v1/namespaces/default/pods", c.plain);
+    let check = |r: reqwest::blocking::Response, code: u16, needle: &str| {
+        assert_eq!(r.status().as_u16(), code);
+        let status: Value = r.json().expect("Status JSON");
+        assert_eq!(status["kind"], "Status");
+        assert_eq!(status["status"], "Failure");
+        assert_eq!(status["code"], code);
+        let message = status["message"].as_str().unwrap_or("");
+        assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    };
+    check(
+        http.post(&pods).body("{not json").send().expect("post"),
+        400,
+        "not valid JSON",
+    );
+    check(
+        http.post(&pods)
+            .json(&json!({"kind": "Service", "metadata": {"name": "x"}}))
+            .send()
+            .expect("post"),
+        400,
+        "does not match the expected kind",
+    );
+    check(
+        http.post(&pods)
+            .json(&json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+            .send()
+            .expect("post"),
+        422,
+        "metadata.name",
+    );
+    check(
+        http.post(&pods)
+            .json(&json!({"metadata": {"name": "nocontainers"}, "spec": {}}))
+            .send()
+            .expect("post"),
+        422,
+        "spec.containers: Required value",
+    );
+    check(
+        http.post(&pods)
+            .body(vec![b' '; 4 << 20])
+            .send()
+            .expect("post"),
+        413,
+        "limit",
+    );
+    check(
+        http.get(format!("{pods}/missing")).send().expect("get"),
+        404,
+        "pods \"missing\" not found",
+    );
+    check(
+        http.post(format!("{}/api/v1/namespaces/nowhere/pods", c.plain))
+            .json(&json!({"metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+            .send()
+            .expect("post"),
+        404,
+        "namespaces \"nowhere\" not found",
+    );
+    check(
+        http.get(format!("{pods}?labelSelector=a%20in%20("))
+            .send()
+            .expect("get"),
+        400,
+        "",
+    );
+    check(
+        http.patch(format!("{}/api/v1/namespaces/default", c.plain))
+            .header("content-type", "application/json-patch+json")
+            .body(r#"[{"op":"replace","path":"/spec/missing/x","value":1}]"#)
+            .send()
+            .expect("patch"),
+        422,
+        "json patch operation 0",
+    );
+    check(
+        http.post(&pods)
+            .header("content-type", "application/x-unknown")
+            .body("x")
+            .send()
+            .expect("post"),
+        415,
+        "unknown format",
+    );
+    // Nothing was stored by any of it.
+    let list: Value = http.get(&pods).send().expect("list").json().expect("json");
+    assert_eq!(list["items"], json!([]));
+}
+
+/// Polls `probe` for up to ten seconds.
+fn eventually(what: &str, probe: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !probe() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "timed out: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn deletes_propagate_to_dependents_as_asked() {
+    let c = Cluster::up();
+    let http = c.http();
+    let base = format!("{}/apis/apps/v1/namespaces/default/replicasets", c.plain);
+    let pods = format!("{}/api/v1/namespaces/default/pods", c.plain);
+    let exists = |url: &str| {
+        http.get(url)
+            .send()
+            .map(|r| r.status().as_u16() == 200)
+            .unwrap_or(false)
+    };
+    let make = |owner: &str, pod_names: &[&str]| {
+        let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": owner},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"o": owner}},
+                "template": {"metadata": {"labels": {"o": owner}},
+                    "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let created: Value = http
+            .post(&base)
+            .json(&rs)
+            .send()
+            .expect("rs")
+            .json()
+            .expect("json");
+        let uid = created["metadata"]["uid"]
+            .as_str()
+            .expect("uid")
+            .to_string();
+        for p in pod_names {
+            let pod = json!({"metadata": {"name": p, "ownerReferences": [{"apiVersion": "apps/v1",
+                "kind": "ReplicaSet", "name": owner, "uid": uid, "controller": true,
+                "blockOwnerDeletion": true}]},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}});
+            assert_eq!(
+                http.post(&pods)
+                    .json(&pod)
+                    .send()
+                    .expect("pod")
+                    .status()
+                    .as_u16(),
+                201
+            );
+        }
+    };
+    make("background", &["b1", "b2"]);
+    make("orphaner", &["o1"]);
+    make("foreground", &["f1"]);
+
+    http.delete(format!("{base}/background"))
+        .send()
+        .expect("delete");
+    assert!(!exists(&format!("{base}/background")));
+    eventually("dependents deleted in the background", || {
+        !exists(&format!("{pods}/b1")) && !exists(&format!("{pods}/b2"))
+    });
+
+    http.delete(format!("{base}/orphaner"))
+        .json(&json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Orphan"}))
+        .send()
+        .expect("delete");
+    eventually("orphaning owner gone", || {
+        !exists(&format!("{base}/orphaner"))
+    });
+    let orphan: Value = http
+        .get(format!("{pods}/o1"))
+        .send()
+        .expect("get")
+        .json()
+        .expect("json");
+    assert!(
+        orphan["metadata"]
+            .get("ownerReferences")
+            .is_none_or(|r| r == &json!([])),
+        "{orphan}"
+    );
+
+    http.delete(format!("{base}/foreground?propagationPolicy=Foreground"))
+        .send()
+        .expect("delete");
+    eventually("foreground owner gone after its dependents", || {
+        !exists(&format!("{pods}/f1")) && !exists(&format!("{base}/foreground"))
+    });
+
+    // A namespace takes its contents with it; kubectl waits for that.
+    c.kubectl(&["create", "namespace", "scratch"]);
+    let file = c.write("app.yaml", MANIFESTS);
+    c.kubectl(&["apply", "-n", "scratch", "-f", &file]);
+    let out = c.kubectl(&["delete", "namespace", "scratch", "--timeout=20s"]);
+    assert_eq!(out, "namespace \"scratch\" deleted\n");
+    let err = c.kubectl_fails(&["get", "namespace", "scratch"]);
+    assert!(err.contains("not found"), "{err}");
+    assert!(!exists(&format!(
+        "{}/api/v1/namespaces/scratch/pods/web",
+        c.plain
+    )));
+}
