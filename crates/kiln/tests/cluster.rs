@@ -691,3 +691,57 @@ fn deletes_propagate_to_dependents_as_asked() {
         c.plain
     )));
 }
+
+#[test]
+fn a_watch_stays_correct_through_ten_thousand_changes() {
+    let c = Cluster::up();
+    let http = c.http();
+    let maps = format!("{}/api/v1/namespaces/default/configmaps", c.plain);
+    let list: Value = http.get(&maps).send().expect("list").json().expect("json");
+    let start: i64 = list["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("rv");
+    let watch = http
+        .get(format!("{maps}?watch=true&resourceVersion={start}"))
+        .send()
+        .expect("watch");
+    const WRITERS: usize = 4;
+    const EACH: usize = 2500;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let http = c.http();
+            let maps = maps.clone();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    let name = format!("w{w}-{i}");
+                    let body = json!({"metadata": {"name": name}, "data": {"i": i.to_string()}});
+                    let r = http.post(&maps).json(&body).send().expect("create");
+                    assert_eq!(r.status().as_u16(), 201, "{name}");
+                }
+            })
+        })
+        .collect();
+    let events = read_events(watch, WRITERS * EACH);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let mut last = start;
+    let mut names = std::collections::HashSet::new();
+    for e in &events {
+        assert_eq!(e["type"], "ADDED");
+        let rv: i64 = e["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .expect("rv");
+        assert!(rv > last, "revisions only grow: {rv} after {last}");
+        last = rv;
+        assert!(names.insert(
+            e["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        ));
+    }
+    assert_eq!(names.len(), WRITERS * EACH);
+}
