@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod gc;
 pub mod objects;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
 pub mod resources;

@@ -48,6 +48,14 @@ fn operation(rt: &ResourceType, id: &str, body: Option<&[&str]>) -> Value {
     op
 }
 
+fn kube_version() -> String {
+    format!(
+        "v{}.{}",
+        crate::discovery::KUBE_MAJOR,
+        crate::discovery::KUBE_MINOR
+    )
+}
+
 /// The document for `group`/`version`.
 fn document(group: &str, version: &str) -> Value {
     let mut paths = Map::new();
@@ -55,16 +63,7 @@ fn document(group: &str, version: &str) -> Value {
         .iter()
         .filter(|t| t.group == group && t.version == version)
     {
-        let base = if group.is_empty() {
-            format!("/api/{version}")
-        } else {
-            format!("/apis/{group}/{version}")
-        };
-        let collection = if rt.namespaced {
-            format!("{base}/namespaces/{{namespace}}/{}", rt.plural)
-        } else {
-            format!("{base}/{}", rt.plural)
-        };
+        let (collection, _) = url_templates(rt);
         let kind = rt.kind;
         let json_body: &[&str] = &["application/json", "application/yaml"];
         let patch_body: &[&str] = &[
@@ -97,7 +96,7 @@ fn document(group: &str, version: &str) -> Value {
     }
     json!({
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": format!("v{}.{}", crate::discovery::KUBE_MAJOR, crate::discovery::KUBE_MINOR)},
+        "info": {"title": "Kubernetes", "version": kube_version()},
         "paths": paths,
         "components": {"schemas": {}},
     })
@@ -107,6 +106,24 @@ fn document(group: &str, version: &str) -> Value {
 pub struct OpenApi {
     index: Value,
     documents: Vec<(String, String)>,
+    /// The Swagger 2.0 document in gnostic protobuf (kubectl 1.27 reads only that).
+    v2: Vec<u8>,
+}
+
+/// The collection and item URL templates of a type.
+fn url_templates(rt: &ResourceType) -> (String, String) {
+    let base = if rt.group.is_empty() {
+        format!("/api/{}", rt.version)
+    } else {
+        format!("/apis/{}/{}", rt.group, rt.version)
+    };
+    let collection = if rt.namespaced {
+        format!("{base}/namespaces/{{namespace}}/{}", rt.plural)
+    } else {
+        format!("{base}/{}", rt.plural)
+    };
+    let item = format!("{collection}/{{name}}");
+    (collection, item)
 }
 
 impl OpenApi {
@@ -123,10 +140,28 @@ impl OpenApi {
             );
             documents.push((path, doc));
         }
+        let templates: Vec<(String, String)> = TYPES.iter().map(url_templates).collect();
+        let operations: Vec<crate::openapi_v2::Operation<'_>> = TYPES
+            .iter()
+            .zip(&templates)
+            .map(|(rt, (collection, item))| crate::openapi_v2::Operation {
+                group: rt.group,
+                version: rt.version,
+                kind: rt.kind,
+                collection_path: collection,
+                item_path: item,
+            })
+            .collect();
+        let v2 = crate::openapi_v2::document("Kubernetes", &kube_version(), &operations);
         OpenApi {
             index: json!({"paths": index}),
             documents,
+            v2,
         }
+    }
+
+    pub fn v2(&self) -> &[u8] {
+        &self.v2
     }
 
     pub fn index(&self) -> &Value {

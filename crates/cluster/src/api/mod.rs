@@ -59,6 +59,7 @@ pub fn router(server: Shared) -> Router {
             "/apis",
             get(|| async { json_response(StatusCode::OK, &discovery::api_group_list()) }),
         )
+        .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_index))
         .route("/openapi/v3/{*path}", get(openapi_document))
         .route("/api/{*rest}", axum::routing::any(core_group))
@@ -75,6 +76,18 @@ pub fn router(server: Shared) -> Router {
 
 async fn api_versions(State(s): State<Shared>) -> Response {
     json_response(StatusCode::OK, &discovery::api_versions(&s.address))
+}
+
+async fn openapi_v2(State(s): State<Shared>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::openapi_v2::CONTENT_TYPE,
+        )],
+        s.openapi.v2().to_vec(),
+    )
+        .into_response()
 }
 
 async fn openapi_index(State(s): State<Shared>) -> Response {
