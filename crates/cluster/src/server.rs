@@ -24,6 +24,49 @@ pub struct ServeConfig {
     pub insecure_listen: Option<SocketAddr>,
     /// Extra names and addresses for the serving certificate.
     pub tls_sans: Vec<String>,
+    /// Where objects live.
+    pub datastore: Datastore,
+}
+
+/// The store behind the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Datastore {
+    /// One SQLite file in the data directory.
+    Embedded,
+    /// An etcd v3 cluster (client URLs); keys live under `/kiln`.
+    Etcd(Vec<String>),
+}
+
+impl std::str::FromStr for Datastore {
+    type Err = String;
+
+    /// `sqlite` (or empty) for the embedded store, `etcd://h1:2379,h2:2379` for etcd.
+    fn from_str(s: &str) -> Result<Datastore, String> {
+        match s {
+            "" | "sqlite" | "embedded" => Ok(Datastore::Embedded),
+            _ => {
+                let rest = s.strip_prefix("etcd://").ok_or_else(|| {
+                    format!("unknown datastore {s:?}: expected \"sqlite\" or etcd://HOST:PORT[,HOST:PORT...]")
+                })?;
+                let endpoints: Vec<String> = rest
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(|e| {
+                        if e.contains("://") {
+                            e.to_string()
+                        } else {
+                            format!("http://{e}")
+                        }
+                    })
+                    .collect();
+                if endpoints.is_empty() {
+                    return Err(format!("datastore {s:?} names no etcd endpoint"));
+                }
+                Ok(Datastore::Etcd(endpoints))
+            }
+        }
+    }
 }
 
 /// What a started server tells its caller.
@@ -166,7 +209,12 @@ pub async fn serve(config: ServeConfig, on_ready: impl FnOnce(&Ready)) -> Result
             config.data_dir.display()
         )))
     })?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir.join("state.db"))?);
+    let store: Arc<dyn Store> = match &config.datastore {
+        Datastore::Embedded => Arc::new(SqliteStore::open(&config.data_dir.join("state.db"))?),
+        Datastore::Etcd(endpoints) => {
+            Arc::new(crate::store::etcd::EtcdStore::connect(endpoints, "/kiln").await?)
+        }
+    };
     let pki_dir = config.data_dir.join("pki");
     let ca = Authority::load_or_create(&pki_dir)?;
     let admin = admin_certificate(&ca, &pki_dir)?;

@@ -22,6 +22,10 @@ pub struct UpArgs {
     /// Another DNS name or IP address for the serving certificate (repeatable)
     #[arg(long = "tls-san", value_name = "NAME")]
     tls_sans: Vec<String>,
+    /// Where objects live: `sqlite` (one file under the root; the default) or
+    /// etcd://HOST:PORT[,HOST:PORT...] (an etcd v3 cluster)
+    #[arg(long, default_value = "sqlite", value_name = "STORE")]
+    datastore: kiln_cluster::server::Datastore,
     /// Run in the foreground, logging to stderr, instead of in the background
     #[arg(long)]
     foreground: bool,
@@ -130,6 +134,10 @@ pub fn up(root: &Path, args: UpArgs) -> Result<()> {
     for san in &args.tls_sans {
         cmd.arg("--tls-san").arg(san);
     }
+    if let kiln_cluster::server::Datastore::Etcd(endpoints) = &args.datastore {
+        cmd.arg("--datastore")
+            .arg(format!("etcd://{}", endpoints.join(",")));
+    }
     cmd.stdin(std::process::Stdio::null())
         .stdout(log.try_clone().context("log file")?)
         .stderr(log);
@@ -185,6 +193,7 @@ fn serve(root: &Path, args: UpArgs) -> Result<()> {
         listen: args.listen,
         insecure_listen: args.insecure_listen,
         tls_sans: args.tls_sans,
+        datastore: args.datastore,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

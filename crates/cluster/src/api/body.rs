@@ -48,6 +48,11 @@ pub fn decode_object(req: &Request) -> ApiResult<Value> {
             }
             Ok(value)
         }
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(&req.body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the request body is not a valid protobuf object: {e}"
+            ))
+        }),
         _ => Err(ApiError::unsupported_media_type(content_type)),
     }
 }

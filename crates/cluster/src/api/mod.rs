@@ -2,6 +2,7 @@
 //! type, routed the way Kubernetes lays out its URLs.
 
 mod body;
+pub mod node_proxy;
 pub(crate) mod read;
 pub(crate) mod write;
 
@@ -28,6 +29,8 @@ pub use write::create_object;
 /// What every handler shares.
 pub struct ApiServer {
     pub store: Arc<dyn Store>,
+    /// How to reach nodes (for logs and exec), when the server has an identity for it.
+    pub nodes: Option<node_proxy::NodeClient>,
     openapi: OpenApi,
     /// `host:port` clients reach the server at (for `/api`'s address list).
     pub address: String,
@@ -39,6 +42,7 @@ impl ApiServer {
     pub fn new(store: Arc<dyn Store>, address: String) -> ApiServer {
         ApiServer {
             store,
+            nodes: None,
             openapi: OpenApi::new(),
             address,
         }
@@ -167,16 +171,42 @@ fn target(group: &str, version: &str, segments: &[&str]) -> ApiResult<Target> {
     }
 }
 
+/// A request split into what routing and the verbs need.
+struct Incoming {
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    query: HashMap<String, String>,
+    body: Bytes,
+    /// The connection's upgrade, for `pods/exec`.
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+async fn incoming(request: axum::extract::Request) -> Result<Incoming, Response> {
+    let (mut parts, body) = request.into_parts();
+    let query = Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+        .map(|Query(q)| q)
+        .map_err(|e| {
+            ApiError::bad_request(format!("the query string is malformed: {e}")).into_response()
+        })?;
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    Ok(Incoming {
+        body: read_body(body).await?,
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        query,
+        upgrade,
+    })
+}
+
 async fn core_group(
     State(s): State<Shared>,
-    method: Method,
     Path(rest): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: axum::body::Body,
+    request: axum::extract::Request,
 ) -> Response {
-    let body = match read_body(body).await {
-        Ok(b) => b,
+    let incoming = match incoming(request).await {
+        Ok(i) => i,
         Err(response) => return response,
     };
     let segments: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
@@ -188,21 +218,18 @@ async fn core_group(
         },
         [version, rest @ ..] => {
             let version = version.to_string();
-            dispatch(s, method, "", &version, rest, query, headers, body).await
+            dispatch(s, "", &version, rest, incoming).await
         }
     }
 }
 
 async fn named_group(
     State(s): State<Shared>,
-    method: Method,
     Path(rest): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: axum::body::Body,
+    request: axum::extract::Request,
 ) -> Response {
-    let body = match read_body(body).await {
-        Ok(b) => b,
+    let incoming = match incoming(request).await {
+        Ok(i) => i,
         Err(response) => return response,
     };
     let segments: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
@@ -218,7 +245,7 @@ async fn named_group(
         },
         [group, version, rest @ ..] => {
             let (group, version) = (group.to_string(), version.to_string());
-            dispatch(s, method, &group, &version, rest, query, headers, body).await
+            dispatch(s, &group, &version, rest, incoming).await
         }
     }
 }
@@ -246,16 +273,12 @@ async fn read_body(body: axum::body::Body) -> Result<Bytes, Response> {
         })
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     s: Shared,
-    method: Method,
     group: &str,
     version: &str,
     segments: &[&str],
-    query: HashMap<String, String>,
-    headers: HeaderMap,
-    body: Bytes,
+    incoming: Incoming,
 ) -> Response {
     let result = async {
         let t = target(group, version, segments)?;
@@ -263,6 +286,24 @@ async fn dispatch(
             if !t.rt.has_subresource(sub) {
                 return Err(not_found());
             }
+        }
+        let Incoming {
+            method,
+            uri,
+            headers,
+            query,
+            body,
+            upgrade,
+        } = incoming;
+        if t.name.is_some() && matches!(t.subresource.as_deref(), Some("log" | "exec")) {
+            return match method {
+                Method::GET | Method::POST => {
+                    node_proxy::forward(&s, &t, method, &uri, &headers, upgrade).await
+                }
+                m => Err(ApiError::method_not_allowed(format!(
+                    "the server does not allow this method on the requested resource ({m})"
+                ))),
+            };
         }
         let req = Request {
             query,
@@ -273,15 +314,6 @@ async fn dispatch(
             (Method::GET, false, None) => read::list_or_watch(&s, &t, &req).await,
             (Method::GET, true, None | Some("status")) => read::get(&s, &t, &req).await,
             (Method::GET, true, Some("scale")) => read::get_scale(&s, &t).await,
-            (Method::GET | Method::POST, true, Some("log" | "exec")) => Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                format!(
-                    "pods \"{}\": no node agent serves this pod's {}",
-                    t.name(),
-                    t.subresource.as_deref().unwrap_or_default()
-                ),
-            )),
             (Method::POST, false, None) => write::create(&s, &t, &req).await,
             (Method::PUT, true, None | Some("status")) => write::update(&s, &t, &req).await,
             (Method::PUT, true, Some("scale")) => write::update_scale(&s, &t, &req).await,

@@ -5,6 +5,7 @@
 //! and watches replay every change after a revision, until compaction forgets it (then the
 //! client re-lists, as it would after etcd's `ErrCompacted`).
 
+pub mod etcd;
 pub mod sqlite;
 
 use std::pin::Pin;
