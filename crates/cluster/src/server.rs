@@ -238,10 +238,14 @@ pub async fn serve(config: ServeConfig, on_ready: impl FnOnce(&Ready)) -> Result
         }
     };
     let url = format!("https://{host}:{}", bound.port());
-    let server: Shared = Arc::new(ApiServer::new(
-        store.clone(),
-        format!("{host}:{}", bound.port()),
-    ));
+    let mut api_server = ApiServer::new(store.clone(), format!("{host}:{}", bound.port()));
+    // The identity the API server shows nodes when it forwards logs and exec.
+    let kubelet_client = ca.client("kube-apiserver-kubelet-client", &["system:masters"])?;
+    api_server.nodes = Some(
+        crate::api::node_proxy::NodeClient::new(&ca.cert_pem, &kubelet_client)
+            .map_err(|e| ServeError::Tls(e.to_string()))?,
+    );
+    let server: Shared = Arc::new(api_server);
     bootstrap(&server).await?;
     crate::gc::spawn(server.clone());
     compact_periodically(store);

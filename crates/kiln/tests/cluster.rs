@@ -745,3 +745,250 @@ fn a_watch_stays_correct_through_ten_thousand_changes() {
     }
     assert_eq!(names.len(), WRITERS * EACH);
 }
+
+/// A stand-in for a node's kubelet API: TLS with a certificate from the cluster CA, clients
+/// must present one too. Serves `/containerLogs/...` and a WebSocket `/exec/...` that reports
+/// the command it was given and exits with the code in the `EXIT` environment of the test.
+struct FakeNode {
+    port: u16,
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new(which("openssl"))
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(n as u8),
+        n => {
+            frame.push(126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(payload);
+    frame
+}
+
+impl FakeNode {
+    fn start(pki: &Path, dir: &Path) -> FakeNode {
+        let (key, csr, crt, ext) = (
+            dir.join("node.key"),
+            dir.join("node.csr"),
+            dir.join("node.crt"),
+            dir.join("ext"),
+        );
+        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").expect("ext");
+        let s = |p: &Path| p.display().to_string();
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &s(&key),
+            "-subj",
+            "/CN=node-a",
+            "-out",
+            &s(&csr),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &s(&csr),
+            "-CA",
+            &s(&pki.join("ca.crt")),
+            "-CAkey",
+            &s(&pki.join("ca.key")),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            &s(&crt),
+            "-extfile",
+            &s(&ext),
+        ]);
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(pki.join("ca.crt")).expect("ca") {
+            roots.add(cert.expect("ca cert")).expect("root");
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .expect("verifier");
+        let chain = CertificateDer::pem_file_iter(&crt)
+            .expect("crt")
+            .map(|c| c.expect("cert"))
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(&key).expect("key");
+        let config = std::sync::Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(chain, key)
+                .expect("config"),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let Ok(conn) = rustls::ServerConnection::new(config) else {
+                        return;
+                    };
+                    let mut tls = rustls::StreamOwned::new(conn, stream);
+                    let _ = serve_one(&mut tls);
+                });
+            }
+        });
+        FakeNode { port }
+    }
+}
+
+fn serve_one<S: std::io::Read + std::io::Write>(tls: &mut S) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if tls.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_string())
+        })
+    };
+    if target.starts_with("/containerLogs/") {
+        let body = format!("log of {target}\n");
+        write!(tls, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+        return tls.flush();
+    }
+    let key = header("sec-websocket-key").unwrap_or_default();
+    use sha1::Digest;
+    let accept = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        sha1::Sha1::digest(format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes()),
+    );
+    write!(tls, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n")?;
+    let command: Vec<String> = target
+        .split_once('?')
+        .map(|(_, q)| {
+            q.split('&')
+                .filter_map(|kv| kv.strip_prefix("command="))
+                .map(|c| c.replace("%20", " "))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = vec![1u8];
+    out.extend_from_slice(format!("ran: {}\n", command.join(" ")).as_bytes());
+    tls.write_all(&ws_frame(2, &out))?;
+    let exit: i32 = command.last().and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = if exit == 0 {
+        json!({"metadata": {}, "status": "Success"})
+    } else {
+        json!({"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+            "message": format!("command terminated with non-zero exit code: exit status {exit}"),
+            "details": {"causes": [{"reason": "ExitCode", "message": exit.to_string()}]}})
+    };
+    let mut status_frame = vec![3u8];
+    status_frame.extend_from_slice(status.to_string().as_bytes());
+    tls.write_all(&ws_frame(2, &status_frame))?;
+    tls.write_all(&ws_frame(8, &[0x03, 0xe8]))?;
+    tls.flush()
+}
+
+#[test]
+fn logs_and_exec_reach_the_pods_node() {
+    let c = Cluster::up();
+    let node = FakeNode::start(&c.root().join("cluster/pki"), c.dir.path());
+    let http = c.http();
+    let nodes = format!("{}/api/v1/nodes", c.plain);
+    let r = http
+        .post(&nodes)
+        .json(&json!({"metadata": {"name": "node-a"}}))
+        .send()
+        .expect("node");
+    assert_eq!(r.status().as_u16(), 201);
+    let status = json!({"metadata": {"name": "node-a"}, "status": {
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": node.port}}}});
+    let r = http
+        .put(format!("{nodes}/node-a/status"))
+        .json(&status)
+        .send()
+        .expect("node status");
+    assert_eq!(r.status().as_u16(), 200);
+    let pods = format!("{}/api/v1/namespaces/default/pods", c.plain);
+    let pod = json!({"metadata": {"name": "web"}, "spec": {"nodeName": "node-a",
+        "containers": [{"name": "web", "image": "nginx"}]}});
+    assert_eq!(
+        http.post(&pods)
+            .json(&pod)
+            .send()
+            .expect("pod")
+            .status()
+            .as_u16(),
+        201
+    );
+    let running = json!({"metadata": {"name": "web"}, "status": {"phase": "Running"}});
+    assert_eq!(
+        http.put(format!("{pods}/web/status"))
+            .json(&running)
+            .send()
+            .expect("status")
+            .status()
+            .as_u16(),
+        200
+    );
+
+    let logs = c.kubectl(&["logs", "web", "--tail", "5"]);
+    assert_eq!(logs, "log of /containerLogs/default/web/web?tailLines=5\n");
+    let out = c.kubectl(&["exec", "web", "--", "echo", "hi", "0"]);
+    assert_eq!(out, "ran: echo hi 0\n");
+    let failed = c.kubectl_with(&which("kubectl"), &["exec", "web", "--", "false", "3"]);
+    assert_eq!(
+        failed.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+
+    // A pod on no node has nowhere to send the request.
+    let idle = json!({"metadata": {"name": "idle"}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+    assert_eq!(
+        http.post(&pods)
+            .json(&idle)
+            .send()
+            .expect("pod")
+            .status()
+            .as_u16(),
+        201
+    );
+    let err = c.kubectl_fails(&["logs", "idle"]);
+    assert!(err.contains("does not have a host assigned"), "{err}");
+}
