@@ -865,7 +865,6 @@ impl FakeNode {
 }
 
 fn serve_one<S: std::io::Read + std::io::Write>(tls: &mut S) -> std::io::Result<()> {
-    use std::io::{Read, Write};
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

@@ -1,5 +1,6 @@
 //! The etcd store against a real three-member etcd cluster on loopback: the same behaviour
-//! as the embedded store, and reads, writes and watches surviving the loss of a member.
+//! as the embedded store, reads, writes and watches surviving the loss of a member, and
+//! `kiln up --datastore etcd://...` serving kubectl through it.
 //!
 //! Needs the `etcd` binary (Debian's `etcd-server`), or `KILN_TEST_ETCD` naming one. Without
 //! it these tests fail when `CI` is set, and are skipped otherwise.
@@ -686,4 +687,93 @@ async fn reads_writes_and_watches_survive_a_dead_member() {
         let listed = fresh.list("/f/", None, 0, None).await.expect("list");
         assert_eq!(listed.entries.len(), 22 + i);
     }
+}
+
+/// `kiln ARGS` with a scratch root.
+fn kiln(root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("run kiln")
+}
+
+fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("KUBECACHEDIR", cache)
+        .output()
+        .expect("run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn kiln_up_on_etcd_keeps_serving_when_a_member_dies() {
+    let Some((_serial, mut cluster)) =
+        cluster_for("kiln_up_on_etcd_keeps_serving_when_a_member_dies").await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let cache = dir.path().join("cache");
+    let port = free_ports(1)[0];
+    let datastore = format!(
+        "etcd://{}",
+        cluster
+            .endpoints()
+            .iter()
+            .map(|e| e.trim_start_matches("http://").to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let up = kiln(
+        &root,
+        &[
+            "up",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--datastore",
+            &datastore,
+        ],
+    );
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let created = kubectl(
+        &kubeconfig,
+        &cache,
+        &["create", "configmap", "before", "--from-literal=a=1"],
+    );
+    assert_eq!(created, "configmap/before created\n");
+    let leader = cluster.leader().await;
+    cluster.kill(leader);
+    let created = kubectl(
+        &kubeconfig,
+        &cache,
+        &["create", "configmap", "after", "--from-literal=b=2"],
+    );
+    assert_eq!(created, "configmap/after created\n");
+    let names = kubectl(&kubeconfig, &cache, &["get", "configmaps", "-o", "name"]);
+    assert_eq!(names, "configmap/after\nconfigmap/before\n");
+    let ns = kubectl(&kubeconfig, &cache, &["get", "namespaces", "-o", "name"]);
+    assert!(ns.contains("namespace/kube-system"), "{ns}");
+    let down = kiln(&root, &["down"]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
 }
