@@ -991,3 +991,65 @@ fn logs_and_exec_reach_the_pods_node() {
     let err = c.kubectl_fails(&["logs", "idle"]);
     assert!(err.contains("does not have a host assigned"), "{err}");
 }
+
+#[test]
+fn unknown_fields_are_refused_under_strict_validation_and_dropped_otherwise() {
+    let c = Cluster::up();
+    let typo = MANIFESTS.replace(
+        "        image: nginx:1.14.2\n",
+        "        image: nginx:1.14.2\n        imagePolicy: Always\n",
+    );
+    let file = c.write("typo.yaml", &typo);
+    let err = c.kubectl_fails(&["apply", "-f", &file]);
+    assert!(
+        err.contains(
+            "strict decoding error: unknown field \"spec.template.spec.containers[0].imagePolicy\""
+        ),
+        "{err}"
+    );
+    assert_eq!(c.kubectl(&["get", "deploy", "-o", "name"]), "");
+    // Warn: stored without the field, and the user is told.
+    let out = c.kubectl_with(
+        &which("kubectl"),
+        &["apply", "--validate=warn", "-f", &file],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown field \"spec.template.spec.containers[0].imagePolicy\""),
+        "{stderr}"
+    );
+    let stored = c.kubectl(&[
+        "get",
+        "deploy",
+        "manager-firm",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0]}",
+    ]);
+    assert!(
+        stored.contains("nginx:1.14.2") && !stored.contains("imagePolicy"),
+        "{stored}"
+    );
+    // Patches are held to the same rule.
+    let out = c.kubectl_with(
+        &which("kubectl"),
+        &[
+            "patch",
+            "deploy",
+            "manager-firm",
+            "-p",
+            r#"{"spec":{"replicaz":2}}"#,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown field \"spec.replicaz\""),
+        "{stderr}"
+    );
+    let spec = c.kubectl(&["get", "deploy", "manager-firm", "-o", "jsonpath={.spec}"]);
+    assert!(!spec.contains("replicaz"), "{spec}");
+}

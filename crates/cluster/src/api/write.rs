@@ -126,11 +126,48 @@ pub async fn create_object(
     Ok(object)
 }
 
+/// Drops the fields `rt`'s schema lacks, as Kubernetes' decoding does; under `Strict` they
+/// are an error, under `Warn` they come back as warnings.
+fn drop_unknown_fields(
+    rt: &ResourceType,
+    object: &mut Value,
+    validation: FieldValidation,
+) -> ApiResult<Vec<String>> {
+    let unknown = crate::protobuf::unknown_fields(&rt.api_version(), rt.kind, object, true);
+    let listed: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    match validation {
+        _ if listed.is_empty() => Ok(Vec::new()),
+        FieldValidation::Ignore => Ok(Vec::new()),
+        FieldValidation::Warn => Ok(listed),
+        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+            listed.join(", "),
+            kind = rt.kind,
+            version = rt.version,
+        ))),
+    }
+}
+
+/// A JSON response carrying `warnings` as `Warning` headers (kubectl prints them).
+fn warned(code: StatusCode, object: &Value, warnings: &[String]) -> Response {
+    let mut response = json_response(code, object);
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+            response.headers_mut().append("warning", value);
+        }
+    }
+    response
+}
+
 pub async fn create(s: &Shared, t: &Target, req: &Request) -> ApiResult<Response> {
-    let object = decode_object(req)?;
-    FieldValidation::of(req)?;
+    let mut object = decode_object(req)?;
+    let warnings = drop_unknown_fields(&t.rt, &mut object, FieldValidation::of(req)?)?;
     let created = create_object(s, &t.rt, t.namespace.as_deref(), object, req.dry_run()?).await?;
-    Ok(json_response(StatusCode::CREATED, &created))
+    Ok(warned(StatusCode::CREATED, &created, &warnings))
 }
 
 /// What an update attempt came to.
@@ -192,8 +229,8 @@ fn scope_of(t: &Target) -> UpdateScope {
 }
 
 pub async fn update(s: &Shared, t: &Target, req: &Request) -> ApiResult<Response> {
-    let new = decode_object(req)?;
-    FieldValidation::of(req)?;
+    let mut new = decode_object(req)?;
+    let warnings = drop_unknown_fields(&t.rt, &mut new, FieldValidation::of(req)?)?;
     let dry_run = req.dry_run()?;
     let sent = sent_resource_version(&new)?;
     for _ in 0..RETRIES {
@@ -202,7 +239,7 @@ pub async fn update(s: &Shared, t: &Target, req: &Request) -> ApiResult<Response
             return Err(ApiError::conflict(&t.rt, t.name()));
         }
         match write_update(s, t, &old, revision, new.clone(), scope_of(t), dry_run).await? {
-            Attempt::Done(object) => return Ok(json_response(StatusCode::OK, &object)),
+            Attempt::Done(object) => return Ok(warned(StatusCode::OK, &object, &warnings)),
             Attempt::Raced if sent.is_some() => return Err(ApiError::conflict(&t.rt, t.name())),
             Attempt::Raced => continue,
         }
@@ -223,14 +260,14 @@ fn patch_error(e: PatchError) -> ApiError {
 /// Reads, patches and writes back, retrying when another writer gets in between (unless
 /// the patch itself names the version it applies to). The patch applies to `view` of the
 /// current object; `merge_back` turns the current object and the patched view into the
-/// object to write.
+/// object to write. Returns the object written and the warnings for the client.
 async fn patch_with(
     s: &Shared,
     t: &Target,
     req: &Request,
     view: impl Fn(&Value) -> Value,
     merge_back: impl Fn(&Value, &Value) -> ApiResult<Value>,
-) -> ApiResult<Value> {
+) -> ApiResult<(Value, Vec<String>)> {
     let content_type = req.header("content-type").unwrap_or("");
     let patch_type = PatchType::from_content_type(content_type)
         .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
@@ -241,19 +278,20 @@ async fn patch_with(
             "the patch is too large",
         ));
     }
-    FieldValidation::of(req)?;
+    let validation = FieldValidation::of(req)?;
     let dry_run = req.dry_run()?;
     for _ in 0..RETRIES {
         let (old, revision) = current(s, t).await?;
         let patched =
             patch::apply(t.rt.kind, patch_type, &view(&old), &req.body).map_err(patch_error)?;
-        let wanted = merge_back(&old, &patched)?;
+        let mut wanted = merge_back(&old, &patched)?;
+        let warnings = drop_unknown_fields(&t.rt, &mut wanted, validation)?;
         let pinned = sent_resource_version(&wanted)?;
         if pinned.is_some_and(|v| v != revision) {
             return Err(ApiError::conflict(&t.rt, t.name()));
         }
         match write_update(s, t, &old, revision, wanted, scope_of(t), dry_run).await? {
-            Attempt::Done(object) => return Ok(object),
+            Attempt::Done(object) => return Ok((object, warnings)),
             Attempt::Raced => continue,
         }
     }
@@ -261,8 +299,9 @@ async fn patch_with(
 }
 
 pub async fn patch(s: &Shared, t: &Target, req: &Request) -> ApiResult<Response> {
-    let object = patch_with(s, t, req, Value::clone, |_, patched| Ok(patched.clone())).await?;
-    Ok(json_response(StatusCode::OK, &object))
+    let (object, warnings) =
+        patch_with(s, t, req, Value::clone, |_, patched| Ok(patched.clone())).await?;
+    Ok(warned(StatusCode::OK, &object, &warnings))
 }
 
 /// The object with `spec.replicas` taken from a Scale.
@@ -321,8 +360,8 @@ pub async fn patch_scale(s: &Shared, t: &Target, req: &Request) -> ApiResult<Res
         ..t.clone()
     };
     // The patch applies to the Scale; its result sets the object's replicas.
-    let object = patch_with(s, &main, req, scale_of, with_scale).await?;
-    Ok(json_response(StatusCode::OK, &scale_of(&object)))
+    let (object, warnings) = patch_with(s, &main, req, scale_of, with_scale).await?;
+    Ok(warned(StatusCode::OK, &scale_of(&object), &warnings))
 }
 
 /// How a delete treats the object's dependents.

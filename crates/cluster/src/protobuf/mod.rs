@@ -229,6 +229,121 @@ fn decode_at(body: &[u8], depth: usize) -> Result<Value, ProtobufError> {
     Ok(Value::Object(out))
 }
 
+/// Fields of `object` (a `kind` of `api_version`) that its schema does not have, as dotted
+/// paths (`spec.template.spec.containers[0].imagePolicy`). With `prune` they are also
+/// removed, as Kubernetes drops unknown fields when it decodes a JSON body. Kinds without an
+/// embedded schema report nothing.
+pub fn unknown_fields(
+    api_version: &str,
+    kind: &str,
+    object: &mut Value,
+    prune: bool,
+) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Some(message) = SCHEMA.object_descriptor(api_version, kind) {
+        check_fields(&message, object, "", 0, prune, &mut found);
+    }
+    found
+}
+
+/// Types whose JSON form is a scalar or free-form: nothing inside them is checked.
+fn is_leaf(message: &MessageDescriptor) -> bool {
+    [
+        TIME,
+        MICRO_TIME,
+        DURATION,
+        FIELDS_V1,
+        INT_OR_STRING,
+        QUANTITY,
+        RAW_EXTENSION,
+    ]
+    .contains(&message.full_name())
+}
+
+/// The JSON names a message accepts: its fields, with inlined (embedded) messages' fields
+/// in place of the field that embeds them.
+fn json_fields(message: &MessageDescriptor, out: &mut Vec<prost_reflect::FieldDescriptor>) {
+    for field in message.fields() {
+        match field.kind() {
+            Kind::Message(inner) if INLINE_FIELDS.contains(&field.full_name()) => {
+                json_fields(&inner, out)
+            }
+            _ => out.push(field),
+        }
+    }
+}
+
+fn check_fields(
+    message: &MessageDescriptor,
+    value: &mut Value,
+    path: &str,
+    depth: usize,
+    prune: bool,
+    found: &mut Vec<String>,
+) {
+    let Value::Object(map) = value else { return };
+    if depth > MAX_DEPTH {
+        return;
+    }
+    let mut fields = Vec::new();
+    json_fields(message, &mut fields);
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    let keys: Vec<String> = map.keys().cloned().collect();
+    for key in keys {
+        // The type fields belong to every object's envelope, not to its message.
+        if depth == 0 && (key == "apiVersion" || key == "kind") {
+            continue;
+        }
+        let Some(field) = fields.iter().find(|f| f.name() == key) else {
+            found.push(join(&key));
+            if prune {
+                map.remove(&key);
+            }
+            continue;
+        };
+        let Kind::Message(inner) = field.kind() else {
+            continue;
+        };
+        let Some(child) = map.get_mut(&key) else {
+            continue;
+        };
+        let here = join(&key);
+        if field.is_map() {
+            let value_field = inner.map_entry_value_field();
+            if let (Kind::Message(values), Value::Object(entries)) = (value_field.kind(), child) {
+                if !is_leaf(&values) {
+                    for (k, v) in entries.iter_mut() {
+                        check_fields(&values, v, &format!("{here}[{k}]"), depth + 1, prune, found);
+                    }
+                }
+            }
+        } else if is_leaf(&inner) {
+            continue;
+        } else if field.is_list() {
+            if let Value::Array(items) = child {
+                for (i, item) in items.iter_mut().enumerate() {
+                    check_fields(
+                        &inner,
+                        item,
+                        &format!("{here}[{i}]"),
+                        depth + 1,
+                        prune,
+                        found,
+                    );
+                }
+            }
+        } else {
+            check_fields(&inner, child, &here, depth + 1, prune, found);
+        }
+    }
+}
+
 static SCHEMA: LazyLock<Schema> = LazyLock::new(Schema::load);
 
 struct Schema {
