@@ -48,6 +48,17 @@ pub fn decode_object(req: &Request) -> ApiResult<Value> {
             }
             Ok(value)
         }
+        "application/yaml" => {
+            let value: Value = yaml_serde::from_slice(&req.body).map_err(|e| {
+                ApiError::bad_request(format!("the request body is not valid YAML: {e}"))
+            })?;
+            if !value.is_object() {
+                return Err(ApiError::bad_request(
+                    "the request body must be a YAML mapping",
+                ));
+            }
+            Ok(value)
+        }
         "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(&req.body).map_err(|e| {
             ApiError::bad_request(format!(
                 "the request body is not a valid protobuf object: {e}"
