@@ -1,8 +1,10 @@
 //! kiln's cluster API: a Kubernetes-compatible API server that the real kubectl drives.
 
 pub mod api;
+pub mod controllers;
 pub mod defaults;
 pub mod discovery;
+pub mod events;
 pub mod gc;
 pub mod objects;
 pub mod openapi;

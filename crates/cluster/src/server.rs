@@ -248,6 +248,10 @@ pub async fn serve(config: ServeConfig, on_ready: impl FnOnce(&Ready)) -> Result
     let server: Shared = Arc::new(api_server);
     bootstrap(&server).await?;
     crate::gc::spawn(server.clone());
+    crate::controllers::spawn(
+        server.clone(),
+        Arc::new(crate::controllers::replicaset::ReplicaSetController),
+    );
     compact_periodically(store);
 
     let app = api::router(server);

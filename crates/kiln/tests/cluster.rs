@@ -1053,3 +1053,103 @@ fn unknown_fields_are_refused_under_strict_validation_and_dropped_otherwise() {
     let spec = c.kubectl(&["get", "deploy", "manager-firm", "-o", "jsonpath={.spec}"]);
     assert!(!spec.contains("replicaz"), "{spec}");
 }
+
+#[test]
+fn replica_sets_keep_their_pod_count_adopt_orphans_and_count_ready_pods() {
+    let c = Cluster::up();
+    let http = c.http();
+    let pods = format!("{}/api/v1/namespaces/default/pods", c.plain);
+    // An orphan that the ReplicaSet's selector matches: adopted, so only two more are made.
+    let orphan = json!({"metadata": {"name": "orphan", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.16"}]}});
+    assert_eq!(
+        http.post(&pods)
+            .json(&orphan)
+            .send()
+            .expect("orphan")
+            .status()
+            .as_u16(),
+        201
+    );
+    let rs = r#"apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.16
+"#;
+    c.kubectl(&["apply", "-f", &c.write("rs.yaml", rs)]);
+    let names = || -> Vec<String> {
+        let list: Value = http
+            .get(format!("{pods}?labelSelector=app%3Dweb"))
+            .send()
+            .expect("list")
+            .json()
+            .expect("json");
+        list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    eventually("three pods", || names().len() == 3);
+    let adopted: Value = http
+        .get(format!("{pods}/orphan"))
+        .send()
+        .expect("get")
+        .json()
+        .expect("json");
+    assert_eq!(adopted["metadata"]["ownerReferences"][0]["name"], "web");
+    assert!(names().iter().filter(|n| n.starts_with("web-")).count() == 2);
+
+    // Ready pods are counted.
+    let ready = json!({"metadata": {"name": "orphan"}, "status": {"phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    assert_eq!(
+        http.put(format!("{pods}/orphan/status"))
+            .json(&ready)
+            .send()
+            .expect("ready")
+            .status()
+            .as_u16(),
+        200
+    );
+    eventually("one ready, one available", || {
+        c.kubectl(&[
+            "get",
+            "rs",
+            "web",
+            "-o",
+            "jsonpath={.status.readyReplicas}/{.status.availableReplicas}/{.status.replicas}",
+        ]) == "1/1/3"
+    });
+
+    // Scaled down: the unready pods go first, the ready one stays.
+    c.kubectl(&["scale", "rs", "web", "--replicas=1"]);
+    eventually("one pod", || names() == ["orphan"]);
+    let events = c.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(
+        events.contains("SuccessfulCreate") && events.contains("SuccessfulDelete"),
+        "{events}"
+    );
+}

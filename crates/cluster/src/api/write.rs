@@ -247,6 +247,28 @@ pub async fn update(s: &Shared, t: &Target, req: &Request) -> ApiResult<Response
     Err(ApiError::conflict(&t.rt, t.name()))
 }
 
+/// Changes the object at `t` by `edit` of its current state, retrying when another writer
+/// gets in between (Kubernetes' guaranteed update). `edit` returns `None` to leave the
+/// object as it is. Controllers write through this.
+pub async fn modify(
+    s: &Shared,
+    t: &Target,
+    scope: UpdateScope,
+    edit: impl Fn(&Value) -> ApiResult<Option<Value>>,
+) -> ApiResult<Option<Value>> {
+    for _ in 0..RETRIES {
+        let (old, revision) = current(s, t).await?;
+        let Some(new) = edit(&old)? else {
+            return Ok(None);
+        };
+        match write_update(s, t, &old, revision, new, scope, false).await? {
+            Attempt::Done(object) => return Ok(Some(object)),
+            Attempt::Raced => continue,
+        }
+    }
+    Err(ApiError::conflict(&t.rt, t.name()))
+}
+
 fn patch_error(e: PatchError) -> ApiError {
     let code = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
     let reason = match code {
