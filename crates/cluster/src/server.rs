@@ -252,6 +252,10 @@ pub async fn serve(config: ServeConfig, on_ready: impl FnOnce(&Ready)) -> Result
         server.clone(),
         Arc::new(crate::controllers::replicaset::ReplicaSetController),
     );
+    crate::controllers::spawn(
+        server.clone(),
+        Arc::new(crate::controllers::scheduler::Scheduler),
+    );
     compact_periodically(store);
 
     let app = api::router(server);

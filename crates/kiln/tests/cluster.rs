@@ -1153,3 +1153,108 @@ spec:
         "{events}"
     );
 }
+
+#[test]
+fn pending_pods_are_bound_to_ready_nodes_that_fit() {
+    let c = Cluster::up();
+    let http = c.http();
+    let nodes = format!("{}/api/v1/nodes", c.plain);
+    let pods = format!("{}/api/v1/namespaces/default/pods", c.plain);
+    let pod = |name: &str, selector: Value| {
+        json!({"metadata": {"name": name}, "spec": {"nodeSelector": selector,
+            "containers": [{"name": "c", "image": "nginx"}]}})
+    };
+    // No nodes yet: the pod waits, and says why.
+    assert_eq!(
+        http.post(&pods)
+            .json(&pod("early", json!({})))
+            .send()
+            .expect("pod")
+            .status()
+            .as_u16(),
+        201
+    );
+    eventually("FailedScheduling", || {
+        c.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=early",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ])
+        .contains("no nodes available to schedule pods")
+    });
+    for (name, disk) in [("node-a", "ssd"), ("node-b", "hdd")] {
+        let node = json!({"metadata": {"name": name, "labels": {"disk": disk}}});
+        assert_eq!(
+            http.post(&nodes)
+                .json(&node)
+                .send()
+                .expect("node")
+                .status()
+                .as_u16(),
+            201
+        );
+        let status = json!({"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        assert_eq!(
+            http.put(format!("{nodes}/{name}/status"))
+                .json(&status)
+                .send()
+                .expect("status")
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+    let node_of = |name: &str| c.kubectl(&["get", "pod", name, "-o", "jsonpath={.spec.nodeName}"]);
+    eventually("the early pod bound once nodes came", || {
+        !node_of("early").is_empty()
+    });
+    assert_eq!(
+        http.post(&pods)
+            .json(&pod("wants-hdd", json!({"disk": "hdd"})))
+            .send()
+            .expect("pod")
+            .status()
+            .as_u16(),
+        201
+    );
+    eventually("bound to the hdd node", || node_of("wants-hdd") == "node-b");
+    assert_eq!(
+        http.post(&pods)
+            .json(&pod("wants-nvme", json!({"disk": "nvme"})))
+            .send()
+            .expect("pod")
+            .status()
+            .as_u16(),
+        201
+    );
+    eventually("unschedulable, with the reason", || {
+        c.kubectl(&["get", "pod", "wants-nvme", "-o", "jsonpath={.status.conditions[0].reason}: {.status.conditions[0].message}"])
+            == "Unschedulable: 0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
+    });
+    // Spread: two more pods with no preference land one on each node's lighter side.
+    for name in ["s1", "s2"] {
+        assert_eq!(
+            http.post(&pods)
+                .json(&pod(name, json!({})))
+                .send()
+                .expect("pod")
+                .status()
+                .as_u16(),
+            201
+        );
+    }
+    eventually("spread bound", || {
+        !node_of("s1").is_empty() && !node_of("s2").is_empty()
+    });
+    let placed = [
+        node_of("early"),
+        node_of("wants-hdd"),
+        node_of("s1"),
+        node_of("s2"),
+    ];
+    let on_a = placed.iter().filter(|n| *n == "node-a").count();
+    assert_eq!(on_a, 2, "{placed:?}");
+}

@@ -3,6 +3,7 @@
 //! as Kubernetes' controllers: a sync reads the current state, never the event).
 
 pub mod replicaset;
+pub mod scheduler;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
