@@ -1,5 +1,6 @@
 //! kiln's cluster API: a Kubernetes-compatible API server that the real kubectl drives.
 
+pub mod admission;
 pub mod api;
 pub mod controllers;
 pub mod defaults;

@@ -26,6 +26,7 @@ pub struct ServeConfig {
     pub tls_sans: Vec<String>,
     /// Where objects live.
     pub datastore: Datastore,
+    pub admission: crate::admission::Admission,
 }
 
 /// The store behind the API.
@@ -239,6 +240,7 @@ pub async fn serve(config: ServeConfig, on_ready: impl FnOnce(&Ready)) -> Result
     };
     let url = format!("https://{host}:{}", bound.port());
     let mut api_server = ApiServer::new(store.clone(), format!("{host}:{}", bound.port()));
+    api_server.admission = config.admission.clone();
     // The identity the API server shows nodes when it forwards logs and exec.
     let kubelet_client = ca.client("kube-apiserver-kubelet-client", &["system:masters"])?;
     api_server.nodes = Some(

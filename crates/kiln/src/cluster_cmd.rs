@@ -26,9 +26,34 @@ pub struct UpArgs {
     /// etcd://HOST:PORT[,HOST:PORT...] (an etcd v3 cluster)
     #[arg(long, default_value = "sqlite", value_name = "STORE")]
     datastore: kiln_cluster::server::Datastore,
+    /// Set every container's imagePullPolicy to Always (Kubernetes' AlwaysPullImages admission)
+    #[arg(long)]
+    always_pull_images: bool,
+    /// Refuse pods and pod templates whose images are not pinned by digest, in every namespace
+    #[arg(long)]
+    require_digests: bool,
+    /// Refuse images not pinned by digest in this namespace (repeatable)
+    #[arg(long = "require-digests-in", value_name = "NAMESPACE")]
+    require_digests_in: Vec<String>,
     /// Run in the foreground, logging to stderr, instead of in the background
     #[arg(long)]
     foreground: bool,
+}
+
+impl UpArgs {
+    fn admission(&self) -> kiln_cluster::admission::Admission {
+        use kiln_cluster::admission::DigestPolicy;
+        kiln_cluster::admission::Admission {
+            always_pull_images: self.always_pull_images,
+            digest_policy: if self.require_digests {
+                DigestPolicy::AllNamespaces
+            } else if self.require_digests_in.is_empty() {
+                DigestPolicy::Off
+            } else {
+                DigestPolicy::Namespaces(self.require_digests_in.clone())
+            },
+        }
+    }
 }
 
 #[derive(Args)]
@@ -134,6 +159,15 @@ pub fn up(root: &Path, args: UpArgs) -> Result<()> {
     for san in &args.tls_sans {
         cmd.arg("--tls-san").arg(san);
     }
+    if args.always_pull_images {
+        cmd.arg("--always-pull-images");
+    }
+    if args.require_digests {
+        cmd.arg("--require-digests");
+    }
+    for ns in &args.require_digests_in {
+        cmd.arg("--require-digests-in").arg(ns);
+    }
     if let kiln_cluster::server::Datastore::Etcd(endpoints) = &args.datastore {
         cmd.arg("--datastore")
             .arg(format!("etcd://{}", endpoints.join(",")));
@@ -188,7 +222,9 @@ fn serve(root: &Path, args: UpArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .try_init();
     let kubeconfig = kubeconfig_path(args.kubeconfig.as_deref());
+    let admission = args.admission();
     let config = kiln_cluster::server::ServeConfig {
+        admission,
         data_dir: data_dir(root),
         listen: args.listen,
         insecure_listen: args.insecure_listen,

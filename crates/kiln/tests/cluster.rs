@@ -15,6 +15,8 @@ struct Cluster {
     kubeconfig: PathBuf,
     /// The plain-HTTP listener's URL, for direct API calls.
     plain: String,
+    /// More `kiln up` arguments.
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -26,12 +28,17 @@ fn free_port() -> u16 {
 
 impl Cluster {
     fn up() -> Cluster {
+        Cluster::up_with(&[])
+    }
+
+    fn up_with(extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
         let c = Cluster {
             plain: format!("http://127.0.0.1:{}", free_port()),
             kubeconfig,
             dir,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         c.start();
         c
@@ -50,6 +57,7 @@ impl Cluster {
             .arg(self.plain.trim_start_matches("http://"))
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
+            .args(&self.extra)
             .output()
             .expect("kiln up");
         assert!(
@@ -303,9 +311,16 @@ fn kubectl_applies_reads_edits_and_deletes() {
     assert_eq!(image, "nginx:1.17 4");
 
     let described = c.kubectl(&["describe", "pod", "web"]);
-    assert!(described.contains("Name:             web"), "{described}");
     assert!(
-        described.contains("QoS Class:        BestEffort"),
+        described
+            .lines()
+            .any(|l| l.starts_with("Name:") && l.ends_with(" web")),
+        "{described}"
+    );
+    assert!(
+        described
+            .lines()
+            .any(|l| l.starts_with("QoS Class:") && l.ends_with(" BestEffort")),
         "{described}"
     );
     let described = c.kubectl(&["describe", "deployment", "manager-firm"]);
@@ -400,11 +415,23 @@ fn objects_survive_a_restart() {
 
 /// Reads newline-separated watch events until `count` have arrived.
 fn read_events(response: reqwest::blocking::Response, count: usize) -> Vec<Value> {
+    read_events_where(response, count, |_| true)
+}
+
+/// Reads watch events until `count` that `keep` accepts have arrived; returns those.
+fn read_events_where(
+    response: reqwest::blocking::Response,
+    count: usize,
+    keep: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
     use std::io::BufRead;
     let mut events = Vec::new();
     for line in std::io::BufReader::new(response).lines() {
         let line = line.expect("watch line");
-        events.push(serde_json::from_str::<Value>(&line).expect("event JSON"));
+        let event = serde_json::from_str::<Value>(&line).expect("event JSON");
+        if keep(&event) {
+            events.push(event);
+        }
         if events.len() == count {
             break;
         }
@@ -452,7 +479,9 @@ fn watches_replay_changes_and_follow_selectors() {
         ))
         .send()
         .expect("watch");
-    let events = read_events(watch, 3);
+    // Controllers also write to the pods (the scheduler's conditions): only the set
+    // transitions matter here.
+    let events: Vec<Value> = read_events_where(watch, 3, |e| e["type"] != "MODIFIED");
     let seen: Vec<(String, String)> = events
         .iter()
         .map(|e| {
@@ -609,7 +638,7 @@ fn deletes_propagate_to_dependents_as_asked() {
     };
     let make = |owner: &str, pod_names: &[&str]| {
         let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": owner},
-            "spec": {"replicas": 0, "selector": {"matchLabels": {"o": owner}},
+            "spec": {"replicas": pod_names.len(), "selector": {"matchLabels": {"o": owner}},
                 "template": {"metadata": {"labels": {"o": owner}},
                     "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
         let created: Value = http
@@ -624,7 +653,7 @@ fn deletes_propagate_to_dependents_as_asked() {
             .expect("uid")
             .to_string();
         for p in pod_names {
-            let pod = json!({"metadata": {"name": p, "ownerReferences": [{"apiVersion": "apps/v1",
+            let pod = json!({"metadata": {"name": p, "labels": {"o": owner}, "ownerReferences": [{"apiVersion": "apps/v1",
                 "kind": "ReplicaSet", "name": owner, "uid": uid, "controller": true,
                 "blockOwnerDeletion": true}]},
                 "spec": {"containers": [{"name": "c", "image": "i"}]}});
@@ -1257,4 +1286,191 @@ fn pending_pods_are_bound_to_ready_nodes_that_fit() {
     ];
     let on_a = placed.iter().filter(|n| *n == "node-a").count();
     assert_eq!(on_a, 2, "{placed:?}");
+}
+
+const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn pod_with(name: &str, containers: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": containers}})
+}
+
+#[test]
+fn pull_policies_default_by_tag_and_service_accounts_lend_pull_secrets() {
+    let c = Cluster::up();
+    let http = c.http();
+    let pods = format!("{}/api/v1/namespaces/default/pods", c.plain);
+    // Seed 004's table: no tag or :latest -> Always; other tags and digests -> IfNotPresent;
+    // a policy given is kept.
+    let rows = [
+        ("nginx", None, "Always"),
+        ("nginx:latest", None, "Always"),
+        ("nginx:1.16", None, "IfNotPresent"),
+        ("localhost:5000/team/app", None, "Always"),
+        ("localhost:5000/team/app:v2", None, "IfNotPresent"),
+        (&*format!("nginx@{DIGEST}"), None, "IfNotPresent"),
+        ("nginx:latest", Some("Never"), "Never"),
+        ("nginx:1.16", Some("Always"), "Always"),
+    ];
+    let containers: Vec<Value> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (image, policy, _))| {
+            let mut c = json!({"name": format!("c{i}"), "image": image});
+            if let Some(p) = policy {
+                c["imagePullPolicy"] = json!(p);
+            }
+            c
+        })
+        .collect();
+    let created: Value = http
+        .post(&pods)
+        .json(&pod_with("table", json!(containers)))
+        .send()
+        .expect("pod")
+        .json()
+        .expect("json");
+    for (i, (image, policy, want)) in rows.iter().enumerate() {
+        assert_eq!(
+            created["spec"]["containers"][i]["imagePullPolicy"], *want,
+            "{image} {policy:?}"
+        );
+    }
+    // A changed image keeps the policy the pod was created with.
+    let d = MANIFESTS
+        .split("---")
+        .next()
+        .unwrap_or("")
+        .replace("nginx:1.14.2", "nginx");
+    c.kubectl(&["apply", "-f", &c.write("d.yaml", &d)]);
+    c.kubectl(&["set", "image", "deploy/manager-firm", "nginx=nginx:1.16"]);
+    let policy = c.kubectl(&[
+        "get",
+        "deploy",
+        "manager-firm",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].imagePullPolicy}",
+    ]);
+    assert_eq!(policy, "Always");
+
+    // A service account's pull secrets go to pods that name none.
+    let sa = json!({"metadata": {"name": "builder"}, "imagePullSecrets": [{"name": "regcred"}]});
+    let r = http
+        .post(format!(
+            "{}/api/v1/namespaces/default/serviceaccounts",
+            c.plain
+        ))
+        .json(&sa)
+        .send()
+        .expect("sa");
+    assert_eq!(r.status().as_u16(), 201);
+    let mut lent = pod_with("lent", json!([{"name": "c", "image": "nginx"}]));
+    lent["spec"]["serviceAccountName"] = json!("builder");
+    let created: Value = http
+        .post(&pods)
+        .json(&lent)
+        .send()
+        .expect("pod")
+        .json()
+        .expect("json");
+    assert_eq!(
+        created["spec"]["imagePullSecrets"],
+        json!([{"name": "regcred"}])
+    );
+    let mut own = lent.clone();
+    own["metadata"]["name"] = json!("own");
+    own["spec"]["imagePullSecrets"] = json!([{"name": "mine"}]);
+    let created: Value = http
+        .post(&pods)
+        .json(&own)
+        .send()
+        .expect("pod")
+        .json()
+        .expect("json");
+    assert_eq!(
+        created["spec"]["imagePullSecrets"],
+        json!([{"name": "mine"}])
+    );
+    let plain: Value = http
+        .post(&pods)
+        .json(&pod_with("plain", json!([{"name": "c", "image": "nginx"}])))
+        .send()
+        .expect("pod")
+        .json()
+        .expect("json");
+    assert!(plain["spec"].get("imagePullSecrets").is_none(), "{plain}");
+}
+
+#[test]
+fn always_pull_images_forces_every_container_to_pull() {
+    let c = Cluster::up_with(&["--always-pull-images"]);
+    let http = c.http();
+    let mut pod = pod_with(
+        "p",
+        json!([{"name": "c", "image": "nginx:1.16", "imagePullPolicy": "IfNotPresent"}]),
+    );
+    pod["spec"]["initContainers"] =
+        json!([{"name": "i", "image": "busybox:1.36", "imagePullPolicy": "Never"}]);
+    let created: Value = http
+        .post(format!("{}/api/v1/namespaces/default/pods", c.plain))
+        .json(&pod)
+        .send()
+        .expect("pod")
+        .json()
+        .expect("json");
+    assert_eq!(
+        created["spec"]["containers"][0]["imagePullPolicy"],
+        "Always"
+    );
+    assert_eq!(
+        created["spec"]["initContainers"][0]["imagePullPolicy"],
+        "Always"
+    );
+    // Without the switch the policies stay as given (the previous test's cluster).
+}
+
+#[test]
+fn the_digest_policy_refuses_unpinned_images_where_it_applies() {
+    let c = Cluster::up_with(&["--require-digests-in", "secure"]);
+    let http = c.http();
+    c.kubectl(&["create", "namespace", "secure"]);
+    let in_ns = |ns: &str| format!("{}/api/v1/namespaces/{ns}/pods", c.plain);
+    let unpinned = pod_with("web", json!([{"name": "web", "image": "nginx:1.16"}]));
+    let r = http
+        .post(in_ns("secure"))
+        .json(&unpinned)
+        .send()
+        .expect("pod");
+    assert_eq!(r.status().as_u16(), 403);
+    let status: Value = r.json().expect("status");
+    let message = status["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("container \"web\"") && message.contains("not pinned by digest"),
+        "{message}"
+    );
+    let pinned = pod_with(
+        "web",
+        json!([{"name": "web", "image": format!("nginx@{DIGEST}")}]),
+    );
+    assert_eq!(
+        http.post(in_ns("secure"))
+            .json(&pinned)
+            .send()
+            .expect("pod")
+            .status()
+            .as_u16(),
+        201
+    );
+    assert_eq!(
+        http.post(in_ns("default"))
+            .json(&unpinned)
+            .send()
+            .expect("pod")
+            .status()
+            .as_u16(),
+        201
+    );
+    // Pod templates too: kubectl shows the refusal.
+    let d = MANIFESTS.split("---").next().unwrap_or("").to_string();
+    let err = c.kubectl_fails(&["apply", "-n", "secure", "-f", &c.write("d.yaml", &d)]);
+    assert!(err.contains("not pinned by digest"), "{err}");
 }

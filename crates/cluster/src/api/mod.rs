@@ -31,6 +31,7 @@ pub struct ApiServer {
     pub store: Arc<dyn Store>,
     /// How to reach nodes (for logs and exec), when the server has an identity for it.
     pub nodes: Option<node_proxy::NodeClient>,
+    pub admission: crate::admission::Admission,
     openapi: OpenApi,
     /// `host:port` clients reach the server at (for `/api`'s address list).
     pub address: String,
@@ -43,6 +44,7 @@ impl ApiServer {
         ApiServer {
             store,
             nodes: None,
+            admission: Default::default(),
             openapi: OpenApi::new(),
             address,
         }

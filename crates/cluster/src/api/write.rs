@@ -79,6 +79,7 @@ pub async fn create_object(
         ensure_namespace(s, ns).await?;
     }
     defaults::apply(rt, &mut object);
+    s.admission.admit(s, rt, &mut object, true).await?;
     if *rt == PODS {
         defaults::new_pod(&mut object);
     } else if rt.has_subresource("status") && *rt != NAMESPACES {
@@ -190,6 +191,9 @@ async fn write_update(
 ) -> ApiResult<Attempt> {
     prepare_update(&t.rt, old, &mut new, scope)?;
     defaults::apply(&t.rt, &mut new);
+    if scope == UpdateScope::Main {
+        s.admission.admit(s, &t.rt, &mut new, false).await?;
+    }
     check_valid(&t.rt, &new)?;
     let key = t
         .key()

@@ -319,12 +319,18 @@ impl ReplicaSetController {
         let t = target(PODS, namespace, name_of(pod));
         modify(s, &t, UpdateScope::Main, |current| {
             let mut p = current.clone();
-            match p
-                .pointer_mut("/metadata/ownerReferences")
-                .and_then(Value::as_array_mut)
-            {
-                Some(refs) => refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid)),
+            let Some(md) = p.get_mut("metadata").and_then(Value::as_object_mut) else {
+                return Ok(None);
+            };
+            let empty = match md.get_mut("ownerReferences").and_then(Value::as_array_mut) {
+                Some(refs) => {
+                    refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
+                    refs.is_empty()
+                }
                 None => return Ok(None),
+            };
+            if empty {
+                md.remove("ownerReferences");
             }
             Ok(Some(p))
         })
