@@ -258,6 +258,10 @@ pub async fn serve(config: ServeConfig, on_ready: impl FnOnce(&Ready)) -> Result
         server.clone(),
         Arc::new(crate::controllers::scheduler::Scheduler),
     );
+    crate::controllers::spawn(
+        server.clone(),
+        Arc::new(crate::controllers::deployment::DeploymentController),
+    );
     compact_periodically(store);
 
     let app = api::router(server);

@@ -250,7 +250,7 @@ fn kubectl_applies_reads_edits_and_deletes() {
     );
     assert!(
         pods.lines()
-            .nth(1)
+            .find(|l| l.starts_with("web "))
             .is_some_and(|l| l.starts_with("web ") && l.contains("0/1") && l.contains("Pending")),
         "{pods}"
     );
@@ -349,7 +349,10 @@ fn kubectl_applies_reads_edits_and_deletes() {
         deleted.contains("deployment.apps \"manager-firm\" deleted"),
         "{deleted}"
     );
-    assert_eq!(c.kubectl(&["get", "all", "-o", "name"]), "");
+    // The deployment's ReplicaSet and pods follow it.
+    eventually("everything gone", || {
+        c.kubectl(&["get", "all", "-o", "name"]).is_empty()
+    });
     let err = c.kubectl_fails(&["get", "pod", "web"]);
     assert!(err.contains("pods \"web\" not found"), "{err}");
 }
@@ -1473,4 +1476,156 @@ fn the_digest_policy_refuses_unpinned_images_where_it_applies() {
     let d = MANIFESTS.split("---").next().unwrap_or("").to_string();
     let err = c.kubectl_fails(&["apply", "-n", "secure", "-f", &c.write("d.yaml", &d)]);
     assert!(err.contains("not pinned by digest"), "{err}");
+}
+
+/// A test-only node: a Ready Node object, and a loop that plays its agent — pods bound to it
+/// become Running and Ready, pods being deleted are removed. Stops when dropped.
+struct NodeStandIn {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NodeStandIn {
+    fn start(c: &Cluster) -> NodeStandIn {
+        let http = c.http();
+        let nodes = format!("{}/api/v1/nodes", c.plain);
+        let r = http
+            .post(&nodes)
+            .json(&json!({"metadata": {"name": "stand-in"}}))
+            .send()
+            .expect("node");
+        assert_eq!(r.status().as_u16(), 201);
+        let status = json!({"metadata": {"name": "stand-in"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        assert_eq!(
+            http.put(format!("{nodes}/stand-in/status"))
+                .json(&status)
+                .send()
+                .expect("status")
+                .status()
+                .as_u16(),
+            200
+        );
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let base = c.plain.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(list) = http
+                    .get(format!(
+                        "{base}/api/v1/pods?fieldSelector=spec.nodeName%3Dstand-in"
+                    ))
+                    .send()
+                else {
+                    continue;
+                };
+                let list: Value = list.json().unwrap_or(json!({}));
+                for pod in list["items"].as_array().cloned().unwrap_or_default() {
+                    let ns = pod["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or("default")
+                        .to_string();
+                    let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
+                    let url = format!("{base}/api/v1/namespaces/{ns}/pods/{name}");
+                    if pod["metadata"].get("deletionTimestamp").is_some() {
+                        let _ = http.delete(format!("{url}?gracePeriodSeconds=0")).send();
+                    } else if pod["status"]["phase"] != "Running" {
+                        let now = time::OffsetDateTime::now_utc()
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default();
+                        let status = json!({"metadata": {"name": name}, "status": {"phase": "Running",
+                            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]}});
+                        let _ = http.put(format!("{url}/status")).json(&status).send();
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        NodeStandIn {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NodeStandIn {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn deployments_roll_out_roll_back_and_report_with_kubectl() {
+    let c = Cluster::up();
+    let _node = NodeStandIn::start(&c);
+    let d = MANIFESTS.split("---").next().unwrap_or("").to_string();
+    c.kubectl(&["apply", "-f", &c.write("d.yaml", &d)]);
+    let status = c.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/manager-firm",
+        "--timeout=60s",
+    ]);
+    assert!(
+        status.ends_with("deployment \"manager-firm\" successfully rolled out\n"),
+        "{status}"
+    );
+    c.kubectl(&[
+        "set",
+        "image",
+        "deployment/manager-firm",
+        "nginx=nginx:1.16",
+    ]);
+    c.kubectl(&[
+        "annotate",
+        "deployment/manager-firm",
+        "kubernetes.io/change-cause=image 1.16",
+    ]);
+    let status = c.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/manager-firm",
+        "--timeout=60s",
+    ]);
+    assert!(status.ends_with("successfully rolled out\n"), "{status}");
+    let rs = c.kubectl(&["get", "rs", "-o", "jsonpath={range .items[*]}{.spec.replicas} {.spec.template.spec.containers[0].image} {.metadata.annotations.deployment\\.kubernetes\\.io/revision}{\"\\n\"}{end}"]);
+    let mut lines: Vec<&str> = rs.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["0 nginx:1.14.2 1", "3 nginx:1.16 2"], "{rs}");
+    let history = c.kubectl(&["rollout", "history", "deployment/manager-firm"]);
+    assert!(history.contains("1         <none>"), "{history}");
+    assert!(history.contains("2         image 1.16"), "{history}");
+    let undo = c.kubectl(&["rollout", "undo", "deployment/manager-firm"]);
+    assert_eq!(undo, "deployment.apps/manager-firm rolled back\n");
+    let status = c.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/manager-firm",
+        "--timeout=60s",
+    ]);
+    assert!(status.ends_with("successfully rolled out\n"), "{status}");
+    let image = c.kubectl(&["get", "deploy", "manager-firm", "-o", "jsonpath={.spec.template.spec.containers[0].image} {.metadata.annotations.deployment\\.kubernetes\\.io/revision}"]);
+    assert_eq!(image, "nginx:1.14.2 3");
+    let ready = c.kubectl(&[
+        "get",
+        "deploy",
+        "manager-firm",
+        "-o",
+        "jsonpath={.status.readyReplicas}/{.status.updatedReplicas}/{.status.availableReplicas}",
+    ]);
+    assert_eq!(ready, "3/3/3");
+    let events = c.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=Deployment",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.contains("Scaled up replica set manager-firm-"),
+        "{events}"
+    );
 }

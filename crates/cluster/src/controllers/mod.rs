@@ -2,7 +2,9 @@
 //! driven by the store's change feed through a work queue of object keys (level-triggered,
 //! as Kubernetes' controllers: a sync reads the current state, never the event).
 
+pub mod deployment;
 pub mod replicaset;
+pub mod rollout;
 pub mod scheduler;
 
 use std::collections::{BTreeSet, HashMap};
