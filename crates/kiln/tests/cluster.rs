@@ -1528,7 +1528,12 @@ impl NodeStandIn {
                     let url = format!("{base}/api/v1/namespaces/{ns}/pods/{name}");
                     if pod["metadata"].get("deletionTimestamp").is_some() {
                         let _ = http.delete(format!("{url}?gracePeriodSeconds=0")).send();
-                    } else if pod["status"]["phase"] != "Running" {
+                    } else if pod["status"]["phase"] != "Running"
+                        && !pod["spec"]["containers"][0]["image"]
+                            .as_str()
+                            .unwrap_or("")
+                            .ends_with(":broken")
+                    {
                         let now = time::OffsetDateTime::now_utc()
                             .format(&time::format_description::well_known::Rfc3339)
                             .unwrap_or_default();
@@ -1628,4 +1633,136 @@ fn deployments_roll_out_roll_back_and_report_with_kubectl() {
         events.contains("Scaled up replica set manager-firm-"),
         "{events}"
     );
+}
+
+fn deployment_yaml(name: &str, replicas: u32, image: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n{extra_spec}  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: app\n        image: {image}\n"
+    )
+}
+
+#[test]
+fn a_hundred_replicas_roll_within_surge_and_unavailability_bounds() {
+    let c = Cluster::up();
+    let _node = NodeStandIn::start(&c);
+    c.kubectl(&[
+        "apply",
+        "-f",
+        &c.write("d.yaml", &deployment_yaml("big", 100, "app:1", "")),
+    ]);
+    c.kubectl(&["rollout", "status", "deployment/big", "--timeout=120s"]);
+    let http = c.http();
+    let rs_url = format!("{}/apis/apps/v1/namespaces/default/replicasets", c.plain);
+    let list: Value = http
+        .get(&rs_url)
+        .send()
+        .expect("list")
+        .json()
+        .expect("json");
+    let from = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+    let mut state: std::collections::HashMap<String, (i64, i64)> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|rs| {
+            (
+                rs["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                (
+                    rs["spec"]["replicas"].as_i64().unwrap_or(0),
+                    rs["status"]["availableReplicas"].as_i64().unwrap_or(0),
+                ),
+            )
+        })
+        .collect();
+    let watch = http
+        .get(format!("{rs_url}?watch=true&resourceVersion={from}"))
+        .send()
+        .expect("watch");
+    c.kubectl(&["set", "image", "deployment/big", "app=app:2"]);
+    // Every state the ReplicaSets pass through keeps 75..=125 in bounds (25% / 25%).
+    use std::io::BufRead;
+    let mut steps = 0;
+    for line in std::io::BufReader::new(watch).lines() {
+        let event: Value = serde_json::from_str(&line.expect("line")).expect("event");
+        let rs = &event["object"];
+        let name = rs["metadata"]["name"].as_str().unwrap_or("").to_string();
+        state.insert(
+            name,
+            (
+                rs["spec"]["replicas"].as_i64().unwrap_or(0),
+                rs["status"]["availableReplicas"].as_i64().unwrap_or(0),
+            ),
+        );
+        let spec: i64 = state.values().map(|(s, _)| s).sum();
+        let available: i64 = state.values().map(|(_, a)| a).sum();
+        assert!(spec <= 125, "{spec} replicas asked for: {state:?}");
+        assert!(available >= 75, "only {available} available: {state:?}");
+        steps += 1;
+        let done = rs["spec"]["template"]["spec"]["containers"][0]["image"] == "app:2"
+            && rs["status"]["availableReplicas"] == 100
+            && state.values().filter(|(s, _)| *s > 0).count() == 1;
+        if done {
+            break;
+        }
+    }
+    assert!(
+        steps > 4,
+        "the rollout went through several steps ({steps})"
+    );
+    let status = c.kubectl(&["rollout", "status", "deployment/big", "--timeout=60s"]);
+    assert!(status.ends_with("successfully rolled out\n"), "{status}");
+}
+
+#[test]
+fn pause_resume_revisions_and_a_passed_progress_deadline() {
+    let c = Cluster::up();
+    let _node = NodeStandIn::start(&c);
+    let file = c.write(
+        "d.yaml",
+        &deployment_yaml("web", 2, "app:1", "  progressDeadlineSeconds: 3\n"),
+    );
+    c.kubectl(&["apply", "-f", &file]);
+    c.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    // Paused: a template change waits.
+    c.kubectl(&["rollout", "pause", "deployment/web"]);
+    c.kubectl(&["set", "image", "deployment/web", "app=app:2"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(c.kubectl(&["get", "rs", "-o", "name"]).lines().count(), 1);
+    c.kubectl(&["rollout", "resume", "deployment/web"]);
+    c.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    // Back to revision 1 by number.
+    c.kubectl(&["rollout", "undo", "deployment/web", "--to-revision=1"]);
+    c.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let image = c.kubectl(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(image, "app:1");
+    // An image whose pods never become ready: the deadline passes.
+    c.kubectl(&["set", "image", "deployment/web", "app=app:broken"]);
+    let out = c.kubectl_with(
+        &which("kubectl"),
+        &["rollout", "status", "deployment/web", "--timeout=60s"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("deployment \"web\" exceeded its progress deadline"),
+        "{err}"
+    );
+    // The old pods kept serving meanwhile.
+    let available = c.kubectl(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.status.availableReplicas}",
+    ]);
+    assert!(available.parse::<i64>().unwrap_or(0) >= 1, "{available}");
 }
