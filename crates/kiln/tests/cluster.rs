@@ -1766,3 +1766,35 @@ fn pause_resume_revisions_and_a_passed_progress_deadline() {
     ]);
     assert!(available.parse::<i64>().unwrap_or(0) >= 1, "{available}");
 }
+
+#[test]
+fn deployments_adopt_matching_orphan_replica_sets() {
+    let c = Cluster::up();
+    let _node = NodeStandIn::start(&c);
+    let orphan = r#"apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: leftover
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: app
+        image: app:0
+"#;
+    c.kubectl(&["apply", "-f", &c.write("rs.yaml", orphan)]);
+    c.kubectl(&[
+        "apply",
+        "-f",
+        &c.write("d.yaml", &deployment_yaml("web", 2, "app:1", "")),
+    ]);
+    c.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let owner = c.kubectl(&["get", "rs", "leftover", "-o", "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name} {.spec.replicas}"]);
+    assert_eq!(owner, "Deployment/web 0");
+}

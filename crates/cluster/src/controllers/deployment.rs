@@ -7,12 +7,15 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::rollout::{self, Plan};
-use super::{controlled_by, controller_of, list, Controller, Key, Queue};
+use super::{
+    adopt, controlled_by, controller_of, has_controller, list, release, Controller, Key, Queue,
+};
 use crate::api::write::{create_object, delete_object, modify, DeleteOptions};
 use crate::api::{Shared, Target};
 use crate::events;
 use crate::objects::{meta_str, name_of, UpdateScope};
 use crate::resources::{ResourceType, DEPLOYMENTS, REPLICA_SETS};
+use crate::selector::LabelSelector;
 use crate::status::{ApiError, ApiResult};
 
 const COMPONENT: &str = "deployment-controller";
@@ -72,11 +75,33 @@ impl Controller for DeploymentController {
                 Err(e) => return Err(e),
             };
         let uid = meta_str(&deployment, "uid").unwrap_or("").to_string();
-        let owned: Vec<Value> = list(s, &REPLICA_SETS, Some(namespace))
-            .await?
-            .into_iter()
-            .filter(|rs| controlled_by(rs, &uid))
-            .collect();
+        let selector = deployment
+            .pointer("/spec/selector")
+            .map(LabelSelector::from_object)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(format!("deployment {name}: selector: {e}")))?
+            .unwrap_or_else(LabelSelector::nothing);
+        let deleting = deployment.pointer("/metadata/deletionTimestamp").is_some();
+        let mut owned = Vec::new();
+        for rs in list(s, &REPLICA_SETS, Some(namespace)).await? {
+            let labels = rs
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .cloned();
+            let matches = selector.matches(labels.as_ref());
+            if controlled_by(&rs, &uid) {
+                if matches {
+                    owned.push(rs);
+                } else {
+                    release(s, namespace, &rs, &uid).await?;
+                }
+            } else if matches && !deleting && !has_controller(&rs) {
+                // Kubernetes' controller adopts ReplicaSets its selector matches.
+                if let Some(adopted) = adopt(s, namespace, &rs, &deployment).await? {
+                    owned.push(adopted);
+                }
+            }
+        }
         let plan = rollout::reconcile(&deployment, &owned, time::OffsetDateTime::now_utc())
             .map_err(|e| ApiError::bad_request(format!("deployment {namespace}/{name}: {e}")))?;
         self.apply(s, namespace, &deployment, plan, queue).await

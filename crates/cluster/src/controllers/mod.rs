@@ -196,3 +196,89 @@ pub async fn list(
         .map(|e| decode_stored(&e.value, e.mod_revision))
         .collect()
 }
+
+/// The type an object of `kind` lives under.
+fn type_of(kind: &str) -> Option<ResourceType> {
+    crate::resources::TYPES
+        .iter()
+        .find(|t| t.kind == kind)
+        .copied()
+}
+
+fn target_of(rt: ResourceType, namespace: &str, object: &Value) -> crate::api::Target {
+    crate::api::Target {
+        rt,
+        namespace: Some(namespace.to_string()),
+        name: Some(crate::objects::name_of(object).to_string()),
+        subresource: None,
+    }
+}
+
+/// Makes `owner` the controller of `object`, unless something else controls it by now.
+/// Returns the object as written.
+pub async fn adopt(
+    s: &Shared,
+    namespace: &str,
+    object: &Value,
+    owner: &Value,
+) -> crate::status::ApiResult<Option<Value>> {
+    use crate::objects::{meta_str, name_of};
+    let (Some(rt), Some(owner_rt)) = (
+        object.get("kind").and_then(Value::as_str).and_then(type_of),
+        owner.get("kind").and_then(Value::as_str).and_then(type_of),
+    ) else {
+        return Ok(None);
+    };
+    let reference = serde_json::json!({
+        "apiVersion": owner_rt.api_version(), "kind": owner_rt.kind, "name": name_of(owner),
+        "uid": meta_str(owner, "uid").unwrap_or(""), "controller": true,
+        "blockOwnerDeletion": true,
+    });
+    let t = target_of(rt, namespace, object);
+    crate::api::write::modify(s, &t, crate::objects::UpdateScope::Main, |current| {
+        if has_controller(current) {
+            return Ok(None);
+        }
+        let mut next = current.clone();
+        let refs = next["metadata"]
+            .as_object_mut()
+            .map(|m| m.entry("ownerReferences").or_insert(serde_json::json!([])));
+        if let Some(Value::Array(list)) = refs {
+            list.push(reference.clone());
+        }
+        Ok(Some(next))
+    })
+    .await
+}
+
+/// Removes the owner reference to `uid` from `object` (dropping an emptied list).
+pub async fn release(
+    s: &Shared,
+    namespace: &str,
+    object: &Value,
+    uid: &str,
+) -> crate::status::ApiResult<()> {
+    let Some(rt) = object.get("kind").and_then(Value::as_str).and_then(type_of) else {
+        return Ok(());
+    };
+    let t = target_of(rt, namespace, object);
+    crate::api::write::modify(s, &t, crate::objects::UpdateScope::Main, |current| {
+        let mut next = current.clone();
+        let Some(md) = next.get_mut("metadata").and_then(Value::as_object_mut) else {
+            return Ok(None);
+        };
+        let empty = match md.get_mut("ownerReferences").and_then(Value::as_array_mut) {
+            Some(refs) => {
+                refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
+                refs.is_empty()
+            }
+            None => return Ok(None),
+        };
+        if empty {
+            md.remove("ownerReferences");
+        }
+        Ok(Some(next))
+    })
+    .await
+    .map(|_| ())
+}

@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::{controlled_by, controller_of, has_controller, list, Controller, Key, Queue};
+use super::{
+    adopt, controlled_by, controller_of, has_controller, list, release, Controller, Key, Queue,
+};
 use crate::api::write::{create_object, delete_object, modify, DeleteOptions};
 use crate::api::{Shared, Target};
 use crate::events;
@@ -204,14 +206,14 @@ impl Controller for ReplicaSetController {
                 if matches {
                     owned.push(pod);
                 } else {
-                    self.release(s, namespace, &pod, &uid).await?;
+                    release(s, namespace, &pod, &uid).await?;
                 }
             } else if matches
                 && !has_controller(&pod)
                 && pod.pointer("/metadata/deletionTimestamp").is_none()
                 && rs.pointer("/metadata/deletionTimestamp").is_none()
             {
-                if let Some(adopted) = self.adopt(s, namespace, &pod, &rs).await? {
+                if let Some(adopted) = adopt(s, namespace, &pod, &rs).await? {
                     owned.push(adopted);
                 }
             }
@@ -287,57 +289,6 @@ impl Controller for ReplicaSetController {
 }
 
 impl ReplicaSetController {
-    async fn adopt(
-        &self,
-        s: &Shared,
-        namespace: &str,
-        pod: &Value,
-        rs: &Value,
-    ) -> ApiResult<Option<Value>> {
-        let owner = json!({
-            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name_of(rs),
-            "uid": meta_str(rs, "uid").unwrap_or(""), "controller": true, "blockOwnerDeletion": true,
-        });
-        let t = target(PODS, namespace, name_of(pod));
-        modify(s, &t, UpdateScope::Main, |current| {
-            if has_controller(current) {
-                return Ok(None);
-            }
-            let mut p = current.clone();
-            let refs = p["metadata"]
-                .as_object_mut()
-                .map(|m| m.entry("ownerReferences").or_insert(json!([])));
-            if let Some(Value::Array(list)) = refs {
-                list.push(owner.clone());
-            }
-            Ok(Some(p))
-        })
-        .await
-    }
-
-    async fn release(&self, s: &Shared, namespace: &str, pod: &Value, uid: &str) -> ApiResult<()> {
-        let t = target(PODS, namespace, name_of(pod));
-        modify(s, &t, UpdateScope::Main, |current| {
-            let mut p = current.clone();
-            let Some(md) = p.get_mut("metadata").and_then(Value::as_object_mut) else {
-                return Ok(None);
-            };
-            let empty = match md.get_mut("ownerReferences").and_then(Value::as_array_mut) {
-                Some(refs) => {
-                    refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
-                    refs.is_empty()
-                }
-                None => return Ok(None),
-            };
-            if empty {
-                md.remove("ownerReferences");
-            }
-            Ok(Some(p))
-        })
-        .await
-        .map(|_| ())
-    }
-
     async fn update_status(
         &self,
         s: &Shared,
