@@ -1798,3 +1798,40 @@ spec:
     let owner = c.kubectl(&["get", "rs", "leftover", "-o", "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name} {.spec.replicas}"]);
     assert_eq!(owner, "Deployment/web 0");
 }
+
+#[test]
+fn recreate_replaces_all_pods_at_once_and_history_is_pruned() {
+    let c = Cluster::up();
+    let _node = NodeStandIn::start(&c);
+    let spec = "  revisionHistoryLimit: 1\n  strategy:\n    type: Recreate\n";
+    c.kubectl(&[
+        "apply",
+        "-f",
+        &c.write("d.yaml", &deployment_yaml("web", 3, "app:1", spec)),
+    ]);
+    c.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    for image in ["app:2", "app:3"] {
+        c.kubectl(&["set", "image", "deployment/web", &format!("app={image}")]);
+        let status = c.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+        assert!(status.ends_with("successfully rolled out\n"), "{status}");
+    }
+    // One old ReplicaSet kept (revisionHistoryLimit 1) beside the current one.
+    eventually("history pruned to one old ReplicaSet", || {
+        c.kubectl(&["get", "rs", "-o", "name"]).lines().count() == 2
+    });
+    let images = c.kubectl(&[
+        "get",
+        "pods",
+        "-o",
+        "jsonpath={.items[*].spec.containers[0].image}",
+    ]);
+    assert_eq!(images, "app:3 app:3 app:3");
+    let reason = c.kubectl(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.strategy.type} {.status.conditions[?(@.type==\"Progressing\")].reason}",
+    ]);
+    assert_eq!(reason, "Recreate NewReplicaSetAvailable");
+}
