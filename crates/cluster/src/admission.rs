@@ -132,12 +132,7 @@ impl Admission {
             .filter(|a| !a.is_empty())
             .unwrap_or("default")
             .to_string();
-        let t = Target {
-            rt: SERVICE_ACCOUNTS,
-            namespace: Some(namespace.to_string()),
-            name: Some(account),
-            subresource: None,
-        };
+        let t = Target::object(SERVICE_ACCOUNTS, Some(namespace), &account);
         let secrets = match current(s, &t).await {
             Ok((sa, _)) => sa.get("imagePullSecrets").cloned(),
             // Kubernetes refuses the pod until its account exists; the `default` one is

@@ -30,12 +30,7 @@ pub async fn record(
     // its aggregates: the object's name and a stable suffix.
     let digest = fnv1a(&format!("{uid}/{kind}/{reason}/{message}"));
     let event_name = format!("{name}.{digest:016x}");
-    let t = Target {
-        rt: EVENTS,
-        namespace: Some(namespace.clone()),
-        name: Some(event_name.clone()),
-        subresource: None,
-    };
+    let t = Target::object(EVENTS, Some(&namespace), &event_name);
     let stamp = now();
     let bumped = modify(s, &t, UpdateScope::Main, |old| {
         let mut e = old.clone();

@@ -135,12 +135,7 @@ async fn delete(
     namespace: Option<&str>,
     name: &str,
 ) -> ApiResult<()> {
-    let t = Target {
-        rt: *rt,
-        namespace: namespace.map(str::to_string),
-        name: Some(name.to_string()),
-        subresource: None,
-    };
+    let t = Target::object(*rt, namespace, name);
     match delete_object(s, &t, &DeleteOptions::background()).await {
         Ok(_) => Ok(()),
         Err(e) if e.reason == "NotFound" => Ok(()),
@@ -222,12 +217,7 @@ async fn gone(
     }
     // A namespace being emptied may now be empty.
     if let Some(ns) = namespace.filter(|_| rt.namespaced) {
-        let t = Target {
-            rt: NAMESPACES,
-            namespace: None,
-            name: Some(ns.to_string()),
-            subresource: None,
-        };
+        let t = Target::object(NAMESPACES, None, ns);
         if let Ok((owner, _)) = current(s, &t).await {
             changed(s, &NAMESPACES, None, &owner).await?;
         }
@@ -248,14 +238,7 @@ async fn gone(
             let Some(owner_rt) = ResourceType::by_kind(api_version, kind) else {
                 continue;
             };
-            let t = Target {
-                rt: owner_rt,
-                namespace: namespace
-                    .filter(|_| owner_rt.namespaced)
-                    .map(str::to_string),
-                name: Some(name.to_string()),
-                subresource: None,
-            };
+            let t = Target::object(owner_rt, namespace, name);
             if let Ok((owner, _)) = current(s, &t).await {
                 changed(s, &owner_rt, t.namespace.as_deref(), &owner).await?;
             }
@@ -274,22 +257,12 @@ async fn changed(
     if object.pointer("/metadata/deletionTimestamp").is_none() {
         return Ok(());
     }
-    let t = Target {
-        rt: *rt,
-        namespace: namespace.map(str::to_string),
-        name: Some(name_of(object).to_string()),
-        subresource: None,
-    };
+    let t = Target::object(*rt, namespace, name_of(object));
     let uid = meta_str(object, "uid").unwrap_or("").to_string();
     let scope = if rt.namespaced { namespace } else { None };
     if has_finalizer(object, "orphan") {
         for (drt, dependent) in dependents(s, scope, &uid).await {
-            let dt = Target {
-                rt: drt,
-                namespace: meta_str(&dependent, "namespace").map(str::to_string),
-                name: Some(name_of(&dependent).to_string()),
-                subresource: None,
-            };
+            let dt = Target::object(drt, meta_str(&dependent, "namespace"), name_of(&dependent));
             edit(s, &dt, |d| {
                 if let Some(refs) = d
                     .pointer_mut("/metadata/ownerReferences")

@@ -16,6 +16,8 @@ pub enum PkiError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{what}: {reason}")]
+    Pem { what: &'static str, reason: String },
     #[error("{what}: {source}")]
     Rcgen {
         what: &'static str,
@@ -28,6 +30,45 @@ pub enum PkiError {
 pub struct CertAndKey {
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+impl CertAndKey {
+    /// The certificate chain and key as rustls takes them.
+    pub fn to_rustls(
+        &self,
+    ) -> Result<
+        (
+            Vec<rustls_pki_types::CertificateDer<'static>>,
+            rustls_pki_types::PrivateKeyDer<'static>,
+        ),
+        PkiError,
+    > {
+        use rustls_pki_types::pem::PemObject;
+        let pem = |reason: &dyn std::fmt::Display| PkiError::Pem {
+            what: "reading a certificate and key",
+            reason: reason.to_string(),
+        };
+        let chain = rustls_pki_types::CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| pem(&e))?;
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| pem(&e))?;
+        Ok((chain, key))
+    }
+}
+
+/// The certificates in `ca_pem` as a rustls trust store.
+pub fn trust_store(ca_pem: &str) -> Result<rustls::RootCertStore, PkiError> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = |reason: &dyn std::fmt::Display| PkiError::Pem {
+        what: "reading the cluster CA",
+        reason: reason.to_string(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.map_err(|e| pem(&e))?).map_err(|e| pem(&e))?;
+    }
+    Ok(roots)
 }
 
 fn rcgen_err(what: &'static str) -> impl Fn(rcgen::Error) -> PkiError {

@@ -135,25 +135,16 @@ fn admin_certificate(ca: &Authority, dir: &std::path::Path) -> Result<CertAndKey
 }
 
 fn tls_config(ca: &Authority, serving: &CertAndKey) -> Result<rustls::ServerConfig, ServeError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let tls = |e: &dyn std::fmt::Display| ServeError::Tls(e.to_string());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca.cert_pem.as_bytes()) {
-        roots.add(cert.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
-    }
+    let roots = pki::trust_store(&ca.cert_pem)?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
     )
     .build()
     .map_err(|e| tls(&e))?;
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(serving.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| tls(&e))?;
-    let key = PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let (chain, key) = serving.to_rustls()?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls(&e))?

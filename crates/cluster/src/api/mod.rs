@@ -127,6 +127,33 @@ pub struct Target {
 }
 
 impl Target {
+    /// The object `name` of `rt`, in `namespace` when the type is namespaced.
+    pub fn object(rt: ResourceType, namespace: Option<&str>, name: &str) -> Target {
+        Target {
+            rt,
+            namespace: namespace.filter(|_| rt.namespaced).map(str::to_string),
+            name: Some(name.to_string()),
+            subresource: None,
+        }
+    }
+
+    /// The stored `object` of `rt`, by its metadata.
+    pub fn of(rt: ResourceType, object: &Value) -> Target {
+        Target::object(
+            rt,
+            crate::objects::meta_str(object, "namespace"),
+            crate::objects::name_of(object),
+        )
+    }
+
+    /// The same object's subresource `sub` (`None`: the object itself).
+    pub fn with_subresource(&self, sub: Option<&str>) -> Target {
+        Target {
+            subresource: sub.map(str::to_string),
+            ..self.clone()
+        }
+    }
+
     pub fn key(&self) -> Option<String> {
         self.name
             .as_deref()

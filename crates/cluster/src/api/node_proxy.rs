@@ -32,19 +32,9 @@ pub struct NodeClientError(String);
 
 impl NodeClient {
     pub fn new(ca_pem: &str, identity: &CertAndKey) -> Result<NodeClient, NodeClientError> {
-        use rustls_pki_types::pem::PemObject;
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
         let err = |e: &dyn std::fmt::Display| NodeClientError(e.to_string());
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(cert.map_err(|e| err(&e))?).map_err(|e| err(&e))?;
-        }
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .map_err(|e| err(&e))?;
-        let key =
-            PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).map_err(|e| err(&e))?;
+        let roots = crate::pki::trust_store(ca_pem).map_err(|e| err(&e))?;
+        let (chain, key) = identity.to_rustls().map_err(|e| err(&e))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -72,12 +62,7 @@ async fn node_endpoint(s: &Shared, pod: &Value) -> ApiResult<(String, u16)> {
         .ok_or_else(|| {
             ApiError::bad_request(format!("pod {pod_name} does not have a host assigned"))
         })?;
-    let t = Target {
-        rt: NODES,
-        namespace: None,
-        name: Some(node_name.to_string()),
-        subresource: None,
-    };
+    let t = Target::object(NODES, None, node_name);
     let (node, _) = current(s, &t).await?;
     let addresses = node
         .pointer("/status/addresses")
@@ -190,14 +175,7 @@ pub async fn forward(
             "this API server cannot reach nodes",
         ));
     };
-    let (pod, _) = current(
-        s,
-        &Target {
-            subresource: None,
-            ..t.clone()
-        },
-    )
-    .await?;
+    let (pod, _) = current(s, &t.with_subresource(None)).await?;
     let query: Vec<(String, String)> = uri
         .query()
         .map(|q| {

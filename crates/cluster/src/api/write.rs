@@ -48,12 +48,7 @@ fn check_valid(rt: &ResourceType, object: &Value) -> ApiResult<()> {
 
 /// New content may only go into a namespace that exists and is not being deleted.
 async fn ensure_namespace(s: &Shared, namespace: &str) -> ApiResult<()> {
-    let t = Target {
-        rt: NAMESPACES,
-        namespace: None,
-        name: Some(namespace.to_string()),
-        subresource: None,
-    };
+    let t = Target::object(NAMESPACES, None, namespace);
     let (ns, _) = current(s, &t).await?;
     if ns.pointer("/metadata/deletionTimestamp").is_some() {
         return Err(ApiError::new(
@@ -93,12 +88,7 @@ pub async fn create_object(
     if dry_run {
         return Ok(object);
     }
-    let t = Target {
-        rt: *rt,
-        namespace: namespace.clone(),
-        name: Some(name.clone()),
-        subresource: None,
-    };
+    let t = Target::object(*rt, namespace.as_deref(), &name);
     let key = rt.key(namespace.as_deref(), &name);
     let revision = s
         .store
@@ -350,10 +340,7 @@ fn with_scale(old: &Value, scale: &Value) -> ApiResult<Value> {
 
 pub async fn update_scale(s: &Shared, t: &Target, req: &Request) -> ApiResult<Response> {
     let scale = decode_object(req)?;
-    let main = Target {
-        subresource: None,
-        ..t.clone()
-    };
+    let main = t.with_subresource(None);
     let sent = sent_resource_version(&scale)?;
     for _ in 0..RETRIES {
         let (old, revision) = current(s, &main).await?;
@@ -381,10 +368,7 @@ pub async fn update_scale(s: &Shared, t: &Target, req: &Request) -> ApiResult<Re
 }
 
 pub async fn patch_scale(s: &Shared, t: &Target, req: &Request) -> ApiResult<Response> {
-    let main = Target {
-        subresource: None,
-        ..t.clone()
-    };
+    let main = t.with_subresource(None);
     // The patch applies to the Scale; its result sets the object's replicas.
     let (object, warnings) = patch_with(s, &main, req, scale_of, with_scale).await?;
     Ok(warned(StatusCode::OK, &scale_of(&object), &warnings))
@@ -600,12 +584,7 @@ pub async fn delete_collection(s: &Shared, t: &Target, req: &Request) -> ApiResu
     let (objects, _, _) = super::read::list(s, t, &listing, &filter).await?;
     let mut deleted = Vec::new();
     for object in objects {
-        let one = Target {
-            rt: t.rt,
-            namespace: meta_str(&object, "namespace").map(str::to_string),
-            name: Some(name_of(&object).to_string()),
-            subresource: None,
-        };
+        let one = Target::object(t.rt, meta_str(&object, "namespace"), name_of(&object));
         match delete_object(s, &one, &options).await {
             Ok(o) => deleted.push(o),
             Err(e) if e.reason == "NotFound" => {}

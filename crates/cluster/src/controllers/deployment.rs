@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::rollout::{self, Plan};
 use super::{
-    adopt, controlled_by, controller_of, has_controller, list, release, Controller, Key, Queue,
+    adopt, controlled_by, controller_of, has_controller, key_of, list, release, Controller, Key,
+    Queue,
 };
 use crate::api::write::{create_object, delete_object, modify, DeleteOptions};
 use crate::api::{Shared, Target};
@@ -22,15 +23,6 @@ const COMPONENT: &str = "deployment-controller";
 
 pub struct DeploymentController;
 
-fn target(rt: ResourceType, namespace: &str, name: &str, sub: Option<&str>) -> Target {
-    Target {
-        rt,
-        namespace: Some(namespace.to_string()),
-        name: Some(name.to_string()),
-        subresource: sub.map(str::to_string),
-    }
-}
-
 #[async_trait::async_trait]
 impl Controller for DeploymentController {
     fn name(&self) -> &'static str {
@@ -42,7 +34,7 @@ impl Controller for DeploymentController {
             .unwrap_or("default")
             .to_string();
         if *rt == DEPLOYMENTS {
-            return vec![(namespace, name_of(object).to_string())];
+            return vec![key_of(object)];
         }
         if *rt == REPLICA_SETS {
             if let Some(owner) = controller_of(object, "Deployment") {
@@ -57,19 +49,16 @@ impl Controller for DeploymentController {
             .await
             .unwrap_or_default()
             .iter()
-            .map(|d| {
-                (
-                    meta_str(d, "namespace").unwrap_or("default").to_string(),
-                    name_of(d).to_string(),
-                )
-            })
+            .map(key_of)
             .collect()
     }
 
     async fn sync(&self, s: &Shared, key: &Key, queue: &Arc<Queue>) -> ApiResult<()> {
         let (namespace, name) = key;
         let deployment =
-            match crate::api::read::current(s, &target(DEPLOYMENTS, namespace, name, None)).await {
+            match crate::api::read::current(s, &Target::object(DEPLOYMENTS, Some(namespace), name))
+                .await
+            {
                 Ok((d, _)) => d,
                 Err(e) if e.reason == "NotFound" => return Ok(()),
                 Err(e) => return Err(e),
@@ -134,7 +123,7 @@ impl DeploymentController {
             }
         }
         for rs in plan.update {
-            let t = target(REPLICA_SETS, namespace, name_of(&rs), None);
+            let t = Target::object(REPLICA_SETS, Some(namespace), name_of(&rs));
             let wanted = rs.clone();
             modify(s, &t, UpdateScope::Main, move |current| {
                 let mut next = current.clone();
@@ -147,7 +136,7 @@ impl DeploymentController {
             .await?;
         }
         for rs_name in plan.delete {
-            let t = target(REPLICA_SETS, namespace, &rs_name, None);
+            let t = Target::object(REPLICA_SETS, Some(namespace), &rs_name);
             match delete_object(s, &t, &DeleteOptions::background()).await {
                 Ok(_) => {}
                 Err(e) if e.reason == "NotFound" => {}
@@ -155,7 +144,7 @@ impl DeploymentController {
             }
         }
         if let Some(annotations) = plan.deployment_annotations {
-            let t = target(DEPLOYMENTS, namespace, &name, None);
+            let t = Target::object(DEPLOYMENTS, Some(namespace), &name);
             modify(s, &t, UpdateScope::Main, move |current| {
                 let mut next = current.clone();
                 next["metadata"]["annotations"] = Value::Object(annotations.clone());
@@ -191,7 +180,7 @@ impl DeploymentController {
         name: &str,
         status: Value,
     ) -> ApiResult<()> {
-        let t = target(DEPLOYMENTS, namespace, name, Some("status"));
+        let t = Target::object(DEPLOYMENTS, Some(namespace), name).with_subresource(Some("status"));
         modify(s, &t, UpdateScope::Status, move |current| {
             if current.get("status") == Some(&status) {
                 return Ok(None);

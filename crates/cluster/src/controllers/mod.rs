@@ -142,6 +142,16 @@ async fn feed(s: &Shared, controller: &dyn Controller, queue: &Queue) -> Result<
     Ok(())
 }
 
+/// The queue key of a stored object.
+pub fn key_of(object: &Value) -> Key {
+    (
+        crate::objects::meta_str(object, "namespace")
+            .unwrap_or("default")
+            .to_string(),
+        crate::objects::name_of(object).to_string(),
+    )
+}
+
 /// The owner a controller reference names, if it is of `kind`: its name.
 pub fn controller_of<'a>(object: &'a Value, kind: &str) -> Option<&'a str> {
     object
@@ -205,15 +215,6 @@ fn type_of(kind: &str) -> Option<ResourceType> {
         .copied()
 }
 
-fn target_of(rt: ResourceType, namespace: &str, object: &Value) -> crate::api::Target {
-    crate::api::Target {
-        rt,
-        namespace: Some(namespace.to_string()),
-        name: Some(crate::objects::name_of(object).to_string()),
-        subresource: None,
-    }
-}
-
 /// Makes `owner` the controller of `object`, unless something else controls it by now.
 /// Returns the object as written.
 pub async fn adopt(
@@ -234,7 +235,7 @@ pub async fn adopt(
         "uid": meta_str(owner, "uid").unwrap_or(""), "controller": true,
         "blockOwnerDeletion": true,
     });
-    let t = target_of(rt, namespace, object);
+    let t = crate::api::Target::object(rt, Some(namespace), crate::objects::name_of(object));
     crate::api::write::modify(s, &t, crate::objects::UpdateScope::Main, |current| {
         if has_controller(current) {
             return Ok(None);
@@ -261,7 +262,7 @@ pub async fn release(
     let Some(rt) = object.get("kind").and_then(Value::as_str).and_then(type_of) else {
         return Ok(());
     };
-    let t = target_of(rt, namespace, object);
+    let t = crate::api::Target::object(rt, Some(namespace), crate::objects::name_of(object));
     crate::api::write::modify(s, &t, crate::objects::UpdateScope::Main, |current| {
         let mut next = current.clone();
         let Some(md) = next.get_mut("metadata").and_then(Value::as_object_mut) else {

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{
-    adopt, controlled_by, controller_of, has_controller, list, release, Controller, Key, Queue,
+    adopt, controlled_by, controller_of, has_controller, key_of, list, release, Controller, Key,
+    Queue,
 };
 use crate::api::write::{create_object, delete_object, modify, DeleteOptions};
 use crate::api::{Shared, Target};
@@ -125,15 +126,6 @@ fn pod_from(rs: &Value) -> Value {
     })
 }
 
-fn target(rt: ResourceType, namespace: &str, name: &str) -> Target {
-    Target {
-        rt,
-        namespace: Some(namespace.to_string()),
-        name: Some(name.to_string()),
-        subresource: None,
-    }
-}
-
 #[async_trait::async_trait]
 impl Controller for ReplicaSetController {
     fn name(&self) -> &'static str {
@@ -145,7 +137,7 @@ impl Controller for ReplicaSetController {
             .unwrap_or("default")
             .to_string();
         if *rt == REPLICA_SETS {
-            return vec![(namespace, name_of(object).to_string())];
+            return vec![key_of(object)];
         }
         if *rt != PODS {
             return Vec::new();
@@ -170,18 +162,13 @@ impl Controller for ReplicaSetController {
             .await
             .unwrap_or_default()
             .iter()
-            .map(|rs| {
-                (
-                    meta_str(rs, "namespace").unwrap_or("default").to_string(),
-                    name_of(rs).to_string(),
-                )
-            })
+            .map(key_of)
             .collect()
     }
 
     async fn sync(&self, s: &Shared, key: &Key, queue: &Arc<Queue>) -> ApiResult<()> {
         let (namespace, name) = key;
-        let rs_target = target(REPLICA_SETS, namespace, name);
+        let rs_target = Target::object(REPLICA_SETS, Some(namespace), name);
         let rs = match crate::api::read::current(s, &rs_target).await {
             Ok((rs, _)) => rs,
             Err(e) if e.reason == "NotFound" => return Ok(()),
@@ -263,7 +250,7 @@ impl Controller for ReplicaSetController {
                 let mut doomed = active.clone();
                 doomed.sort_by_key(|p| deletion_rank(p));
                 for pod in doomed.into_iter().take((active.len() - want).min(BURST)) {
-                    let t = target(PODS, namespace, name_of(pod));
+                    let t = Target::object(PODS, Some(namespace), name_of(pod));
                     match delete_object(s, &t, &DeleteOptions::background()).await {
                         Ok(_) => {
                             let message = format!("Deleted pod: {}", name_of(pod));
@@ -329,10 +316,7 @@ impl ReplicaSetController {
             }
         }
         if let Some(secs) = next_check {
-            let key = (
-                meta_str(rs, "namespace").unwrap_or("default").to_string(),
-                name_of(rs).to_string(),
-            );
+            let key = key_of(rs);
             queue.add_after(key, Duration::from_secs(secs.max(1) as u64));
         }
         let generation = rs
@@ -346,10 +330,7 @@ impl ReplicaSetController {
             "availableReplicas": available,
             "observedGeneration": generation,
         });
-        let status_target = Target {
-            subresource: Some("status".into()),
-            ..t.clone()
-        };
+        let status_target = t.with_subresource(Some("status"));
         modify(s, &status_target, UpdateScope::Status, |current| {
             let mut merged = current.get("status").cloned().unwrap_or(json!({}));
             if let (Some(m), Some(new)) = (merged.as_object_mut(), status.as_object()) {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{list, Controller, Key, Queue};
+use super::{key_of, list, Controller, Key, Queue};
 use crate::api::write::modify;
 use crate::api::{Shared, Target};
 use crate::events;
-use crate::objects::{meta_str, name_of, now, UpdateScope};
+use crate::objects::{name_of, now, UpdateScope};
 use crate::resources::{ResourceType, NODES, PODS};
 use crate::status::ApiResult;
 
@@ -139,10 +139,7 @@ impl Controller for Scheduler {
 
     async fn keys_for(&self, s: &Shared, rt: &ResourceType, object: &Value) -> Vec<Key> {
         if *rt == PODS && is_pending(object) {
-            let ns = meta_str(object, "namespace")
-                .unwrap_or("default")
-                .to_string();
-            return vec![(ns, name_of(object).to_string())];
+            return vec![key_of(object)];
         }
         if *rt == NODES {
             return self.all_keys(s).await;
@@ -156,23 +153,13 @@ impl Controller for Scheduler {
             .unwrap_or_default()
             .iter()
             .filter(|p| is_pending(p))
-            .map(|p| {
-                (
-                    meta_str(p, "namespace").unwrap_or("default").to_string(),
-                    name_of(p).to_string(),
-                )
-            })
+            .map(key_of)
             .collect()
     }
 
     async fn sync(&self, s: &Shared, key: &Key, _queue: &Arc<Queue>) -> ApiResult<()> {
         let (namespace, name) = key;
-        let t = Target {
-            rt: PODS,
-            namespace: Some(namespace.clone()),
-            name: Some(name.clone()),
-            subresource: None,
-        };
+        let t = Target::object(PODS, Some(namespace), name);
         let pod = match crate::api::read::current(s, &t).await {
             Ok((pod, _)) => pod,
             Err(e) if e.reason == "NotFound" => return Ok(()),
@@ -208,10 +195,7 @@ impl Controller for Scheduler {
                 }
             }
         }
-        let status_target = Target {
-            subresource: Some("status".into()),
-            ..t.clone()
-        };
+        let status_target = t.with_subresource(Some("status"));
         let Some((_, node)) = best else {
             let message = if nodes.is_empty() {
                 "no nodes available to schedule pods".to_string()
