@@ -90,18 +90,9 @@ fn set_default(map: &mut Map<String, Value>, field: &str, value: Value) {
     }
 }
 
-/// The pull policy Kubernetes gives a container that names none: `Always` for `:latest`
-/// or an untagged image, else `IfNotPresent`. A digest counts as pinned.
+/// The pull policy Kubernetes gives a container that names none.
 pub fn image_pull_policy(image: &str) -> &'static str {
-    if image.contains('@') {
-        return "IfNotPresent";
-    }
-    // The tag follows the last ':' after the last '/' (a ':' before it is a registry port).
-    let last_part = image.rsplit('/').next().unwrap_or(image);
-    match last_part.rsplit_once(':') {
-        Some((_, "latest")) | None => "Always",
-        Some(_) => "IfNotPresent",
-    }
+    kiln_image::PullPolicy::default_for(image).as_str()
 }
 
 fn container(c: &mut Value) {

@@ -82,7 +82,7 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> PkiError + '_ {
     }
 }
 
-pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), PkiError> {
+pub fn write_private(path: &Path, text: &str) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

@@ -38,6 +38,11 @@ pub struct UpArgs {
     /// Run in the foreground, logging to stderr, instead of in the background
     #[arg(long)]
     foreground: bool,
+    /// Run only the control plane: no node agent in this process (`kiln node` joins later)
+    #[arg(long)]
+    no_node: bool,
+    #[command(flatten)]
+    node: crate::node_cmd::NodeOptions,
 }
 
 impl UpArgs {
@@ -136,6 +141,10 @@ pub fn up(root: &Path, args: UpArgs) -> Result<()> {
             log_path(root).display()
         );
     }
+    // SAFETY: geteuid has no preconditions.
+    if !args.no_node && unsafe { libc::geteuid() } != 0 {
+        bail!("the node agent needs root (network namespaces, containers); run as root, or with --no-node for the control plane alone");
+    }
     if args.foreground {
         return serve(root, args);
     }
@@ -168,6 +177,10 @@ pub fn up(root: &Path, args: UpArgs) -> Result<()> {
     for ns in &args.require_digests_in {
         cmd.arg("--require-digests-in").arg(ns);
     }
+    if args.no_node {
+        cmd.arg("--no-node");
+    }
+    forward_node_options(&mut cmd, &args.node);
     if let kiln_cluster::server::Datastore::Etcd(endpoints) = &args.datastore {
         cmd.arg("--datastore")
             .arg(format!("etcd://{}", endpoints.join(",")));
@@ -213,14 +226,75 @@ pub fn up(root: &Path, args: UpArgs) -> Result<()> {
     }
 }
 
+/// Passes the node options on to the background server.
+fn forward_node_options(cmd: &mut std::process::Command, o: &crate::node_cmd::NodeOptions) {
+    if let Some(name) = &o.node_name {
+        cmd.arg("--node-name").arg(name);
+    }
+    cmd.arg("--node-listen").arg(o.node_listen.to_string());
+    if let Some(ip) = o.node_ip {
+        cmd.arg("--node-ip").arg(ip.to_string());
+    }
+    if let Some(c) = &o.node_config {
+        cmd.arg("--node-config")
+            .arg(std::path::absolute(c).unwrap_or_else(|_| c.clone()));
+    }
+    cmd.arg("--pod-cidr").arg(&o.pod_cidr);
+    cmd.arg("--pod-bridge").arg(&o.bridge);
+    cmd.arg("--container-runtime").arg(&o.runtime);
+    for r in &o.insecure_registries {
+        cmd.arg("--insecure-registry").arg(r);
+    }
+    if let Some(c) = &o.docker_config {
+        cmd.arg("--node-docker-config")
+            .arg(std::path::absolute(c).unwrap_or_else(|_| c.clone()));
+    }
+}
+
+/// The node's credentials from the cluster's CA: a kubeconfig for `system:node:NAME` and a
+/// serving certificate for its endpoint. Written under the root for `kiln node`.
+fn node_credentials(
+    root: &Path,
+    url: &str,
+    name: &str,
+    extra_names: &[String],
+) -> Result<(kiln_node::apiclient::Connection, String, String)> {
+    let ca = kiln_cluster::pki::Authority::load_or_create(&data_dir(root).join("pki"))
+        .context("loading the cluster's CA")?;
+    let client = ca
+        .client(&format!("system:node:{name}"), &["system:nodes"])
+        .context("issuing the node's client certificate")?;
+    let mut names = vec![
+        name.to_string(),
+        crate::node_cmd::host_name(),
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+    ];
+    names.extend(extra_names.iter().cloned());
+    names.sort();
+    names.dedup();
+    let serving = ca
+        .serving(&names)
+        .context("issuing the node's serving certificate")?;
+    let dir = crate::node_cmd::credentials_dir(root);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let kubeconfig = kiln_cluster::pki::kubeconfig("kiln-node", url, &ca.cert_pem, &client);
+    for (file, text) in [
+        ("kubeconfig", &kubeconfig),
+        ("kubelet.crt", &serving.cert_pem),
+        ("kubelet.key", &serving.key_pem),
+    ] {
+        kiln_cluster::pki::write_private(&dir.join(file), text)
+            .with_context(|| format!("writing {}", dir.join(file).display()))?;
+    }
+    let connection = kiln_node::apiclient::Connection::from_kubeconfig(&kubeconfig, None)
+        .context("the node's kubeconfig")?;
+    Ok((connection, serving.cert_pem, serving.key_pem))
+}
+
 fn serve(root: &Path, args: UpArgs) -> Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::node_cmd::init_logging();
     let kubeconfig = kubeconfig_path(args.kubeconfig.as_deref());
     let admission = args.admission();
     let config = kiln_cluster::server::ServeConfig {
@@ -228,8 +302,8 @@ fn serve(root: &Path, args: UpArgs) -> Result<()> {
         data_dir: data_dir(root),
         listen: args.listen,
         insecure_listen: args.insecure_listen,
-        tls_sans: args.tls_sans,
-        datastore: args.datastore,
+        tls_sans: args.tls_sans.clone(),
+        datastore: args.datastore.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -246,10 +320,36 @@ fn serve(root: &Path, args: UpArgs) -> Result<()> {
                 ready.url,
                 ready.insecure_url.as_deref().unwrap_or("")
             );
+            let mut extra = args.tls_sans.clone();
+            if let Some(ip) = args.node.node_ip {
+                extra.push(ip.to_string());
+            }
+            if !args.listen.ip().is_unspecified() {
+                extra.push(args.listen.ip().to_string());
+            }
+            let node_name = args
+                .node
+                .node_name
+                .clone()
+                .unwrap_or_else(crate::node_cmd::host_name);
+            let (connection, cert, key) = node_credentials(root, &ready.url, &node_name, &extra)?;
+            if !args.no_node {
+                let config = crate::node_cmd::config(root, &args.node, connection, cert, key)?;
+                tokio::spawn(async move {
+                    if let Err(e) = kiln_node::run(config).await {
+                        tracing::error!(error = %e, "the node agent stopped");
+                    }
+                });
+            }
             std::fs::write(ready_path(root), marker).context("writing the ready marker")?;
             print_ready(&ready.url, ready.insecure_url.as_deref(), &kubeconfig);
             Ok(())
         })();
+        if let Err(e) = &setup {
+            // Serving goes on forever; a half-started cluster must not.
+            eprintln!("Error: {e:#}");
+            std::process::exit(1);
+        }
     }));
     setup?;
     served.context("serving the cluster API")

@@ -6,6 +6,7 @@ mod gotemplate;
 mod humanize;
 mod image_cmd;
 mod inspect;
+mod node_cmd;
 mod registry_cmd;
 mod run_cmd;
 mod transfer_progress;
@@ -71,6 +72,8 @@ enum Command {
     Up(cluster_cmd::UpArgs),
     /// Stop the cluster started by `kiln up`
     Down(cluster_cmd::DownArgs),
+    /// Run the node agent: join an API server and run the pods bound to this node
+    Node(node_cmd::NodeArgs),
     #[command(hide = true)]
     ContainerShim(run_cmd::ShimArgs),
 }
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
         Command::ContainerShim(args) => ok(run_cmd::shim(&root, args)),
         Command::Up(args) => ok(cluster_cmd::up(&root, args)),
         Command::Down(args) => ok(cluster_cmd::down(&root, args)),
+        Command::Node(args) => ok(node_cmd::run(&root, args)),
     };
     match result {
         Ok(code) => code,

@@ -128,6 +128,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<ExitCode> {
         command,
         created: kiln_runtime::container::unix_now(),
         auto_remove: args.rm,
+        labels: Default::default(),
     };
     runtime.save_record(&record)?;
     if args.detach {

@@ -12,13 +12,16 @@ use serde_json::{json, Value};
 /// docker's PATH for images that set none.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Network {
     /// The host's network namespace.
     #[default]
     Host,
     /// A namespace of its own with only loopback.
     None,
+    /// An existing namespace, by path (`/proc/PID/ns/net` or a bind mount of one): a pod's,
+    /// whose containers all share it.
+    Join(PathBuf),
 }
 
 /// A bind mount from the host: `-v SRC:DST[:ro]`.
@@ -310,10 +313,13 @@ pub fn spec(
     v["hostname"] = json!(run.hostname);
     v["root"] = json!({"path": rootfs.display().to_string(), "readonly": false});
     if let Some(Value::Array(namespaces)) = v["linux"].get_mut("namespaces") {
-        if run.network == Network::Host {
-            namespaces.retain(|n| n["type"] != "network");
-        } else if !namespaces.iter().any(|n| n["type"] == "network") {
-            namespaces.push(json!({"type": "network"}));
+        namespaces.retain(|n| n["type"] != "network");
+        match &run.network {
+            Network::Host => {}
+            Network::None => namespaces.push(json!({"type": "network"})),
+            Network::Join(path) => {
+                namespaces.push(json!({"type": "network", "path": path.display().to_string()}))
+            }
         }
     }
     if let Some(Value::Array(mounts)) = v.get_mut("mounts") {

@@ -180,6 +180,10 @@ pub struct Record {
     pub created: i64,
     /// Remove the container when it exits.
     pub auto_remove: bool,
+    /// Who the container belongs to (a node agent's pod, container name and attempt, as
+    /// the CRI's `io.kubernetes.*` labels).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// How a detached container ended, in `<bundle>/exit.json` (written by its shim).
@@ -314,13 +318,11 @@ impl Runtime {
     }
 
     pub fn status(&self, id: &str) -> Status {
-        if let Ok(b) = std::fs::read(self.exit_path(id)) {
-            if let Ok(e) = serde_json::from_slice::<Ended>(&b) {
-                return Status::Exited {
-                    code: e.code,
-                    finished: e.finished,
-                };
-            }
+        if let Some(e) = self.ended(id) {
+            return Status::Exited {
+                code: e.code,
+                finished: e.finished,
+            };
         }
         let state = self
             .runtime_command()
@@ -346,18 +348,25 @@ impl Runtime {
         shim.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: setsid is async-signal-safe; it detaches the shim from the caller's
-        // terminal and process group, so it outlives the command that started it.
+        // SAFETY: setsid, fork and _exit are async-signal-safe. setsid detaches the shim from
+        // the caller's terminal and process group, so it outlives the command that started
+        // it; the extra fork makes it nobody's child but init's, so a long-lived caller (the
+        // node agent) leaves no zombie behind when it ends.
         unsafe {
             shim.pre_exec(|| {
                 libc::setsid();
-                Ok(())
+                match libc::fork() {
+                    -1 => Err(std::io::Error::last_os_error()),
+                    0 => Ok(()),
+                    _ => libc::_exit(0),
+                }
             });
         }
-        shim.spawn().map_err(|source| RuntimeError::Missing {
+        let mut intermediate = shim.spawn().map_err(|source| RuntimeError::Missing {
             runtime: "kiln shim".into(),
             source,
         })?;
+        let _ = intermediate.wait();
         // Wait until the runtime knows the container (or the shim recorded its end).
         for _ in 0..500 {
             if self.status(id) != Status::Unknown {
@@ -520,6 +529,24 @@ impl Runtime {
         self.remove_bundle(id, &rootfs)
     }
 
+    /// The command that runs `args` in the running container `id`; the caller sets its
+    /// stdio. With `terminal`, the runtime gives the process a pseudo-terminal and relays it.
+    pub fn exec_command(&self, id: &str, args: &[String], terminal: bool) -> Command {
+        let mut cmd = self.runtime_command();
+        cmd.arg("exec")
+            .args(terminal.then_some("--tty"))
+            .arg(id)
+            .args(args);
+        cmd
+    }
+
+    /// How the container ended, if its shim recorded it: a file read, no runtime call, so
+    /// cheap enough to poll.
+    pub fn ended(&self, id: &str) -> Option<Ended> {
+        let bytes = std::fs::read(self.exit_path(id)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     /// Runs `args` in the running container `id`, with this process's stdio; its exit code.
     pub fn exec(
         &self,
@@ -529,11 +556,7 @@ impl Runtime {
         terminal: bool,
     ) -> Result<Exit, RuntimeError> {
         let status = self
-            .runtime_command()
-            .arg("exec")
-            .args(terminal.then_some("--tty"))
-            .arg(id)
-            .args(args)
+            .exec_command(id, args, terminal)
             .stdin(if interactive || terminal {
                 Stdio::inherit()
             } else {
