@@ -53,7 +53,8 @@ impl Cluster {
         let out = Command::new(kiln_bin())
             .arg("--root")
             .arg(self.root())
-            .args(["up", "--listen", &https, "--insecure-listen"])
+            // The API server alone: these tests stand in for nodes themselves.
+            .args(["up", "--no-node", "--listen", &https, "--insecure-listen"])
             .arg(self.plain.trim_start_matches("http://"))
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)

@@ -739,6 +739,7 @@ async fn kiln_up_on_etcd_keeps_serving_when_a_member_dies() {
         &root,
         &[
             "up",
+            "--no-node",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--kubeconfig",

@@ -277,6 +277,20 @@ impl ImageManager {
         ))
     }
 
+    /// How long until the back-off of `image` for the pod `uid` lets a pull be tried.
+    pub fn backoff_remaining(&self, uid: &str, image: &str) -> Duration {
+        let key = format!("{uid}_{image}");
+        let now = Instant::now();
+        self.backoff
+            .lock()
+            .ok()
+            .and_then(|b| {
+                b.last_update(&key)
+                    .map(|at| (at + b.get(&key)).saturating_duration_since(now))
+            })
+            .unwrap_or_default()
+    }
+
     /// Forgets the back-off entries older than their expiry.
     pub fn gc_backoff(&self) {
         if let Ok(mut b) = self.backoff.lock() {

@@ -146,24 +146,37 @@ impl Worker {
                 Next::Finished => break,
                 Next::After(d) => d,
             };
-            tokio::select! {
-                changed = updates.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    let latest = updates.borrow_and_update().clone();
-                    match latest {
-                        Some(object) => {
-                            self.pod = Pod::from_value(&object).unwrap_or_else(|_| self.pod.clone());
-                            self.object = object;
+            // Wait for the timer, or for a change that matters: the node's own status writes
+            // come back through the watch and must not cut a back-off short.
+            let deadline = tokio::time::Instant::now() + wait;
+            let mut gone = false;
+            loop {
+                tokio::select! {
+                    changed = updates.changed() => {
+                        if changed.is_err() {
+                            gone = true;
+                            break;
                         }
-                        None => {
+                        let latest = updates.borrow_and_update().clone();
+                        let Some(object) = latest else {
                             self.terminate(false).await;
+                            gone = true;
+                            break;
+                        };
+                        let relevant = object["spec"] != self.object["spec"]
+                            || object["metadata"]["deletionTimestamp"]
+                                != self.object["metadata"]["deletionTimestamp"];
+                        self.pod = Pod::from_value(&object).unwrap_or_else(|_| self.pod.clone());
+                        self.object = object;
+                        if relevant {
                             break;
                         }
                     }
+                    _ = tokio::time::sleep_until(deadline) => break,
                 }
-                _ = tokio::time::sleep(wait) => {}
+            }
+            if gone {
+                break;
             }
         }
         self.node.forget_pod(&self.pod);
@@ -440,10 +453,16 @@ impl Worker {
                 );
                 let state = self.states.entry(name.clone()).or_default();
                 state.waiting = Some((reason.to_string(), message));
-                let retry = if reason == "ImagePullBackOff" || reason == "ErrImagePull" {
-                    Duration::from_secs(1)
-                } else {
-                    Duration::from_secs(10)
+                // ErrImagePull shows until the next look, which finds the back-off; then the
+                // next attempt comes when the back-off ends.
+                let retry = match reason {
+                    "ErrImagePull" => Duration::from_secs(1),
+                    "ImagePullBackOff" => self
+                        .node
+                        .images
+                        .backoff_remaining(self.uid(), &container.image)
+                        .max(Duration::from_millis(100)),
+                    _ => Duration::from_secs(10),
                 };
                 return Some(retry);
             }

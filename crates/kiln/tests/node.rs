@@ -1,0 +1,814 @@
+//! The node agent end to end: `kiln up` (API server, controllers and node agent in one
+//! process) or `kiln node` beside it, kiln's registry (with auth where a scenario needs it),
+//! real kubectl, and pods as real containers on a bridge network.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{kiln_bin, which, Env};
+use serde_json::Value;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Nodes make network namespaces and run containers as root; a test that cannot fails
+/// loudly rather than passing without having run.
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "node tests need root (network namespaces, runc)"
+    );
+    which("runc");
+    assert!(
+        Path::new("/usr/lib/cni/bridge").is_file(),
+        "CNI plugins missing: run scripts/install-deps (containernetworking-plugins)"
+    );
+}
+
+/// A registry, a store with busybox images in it, and a cluster with a node.
+struct Stack {
+    env: Env,
+    registry: Child,
+    registry_addr: String,
+    kubeconfig: PathBuf,
+    /// A separately started `kiln node`, if any.
+    node: Option<Child>,
+    up_args: Vec<String>,
+}
+
+struct Options<'a> {
+    registry_config: Option<&'a str>,
+    kubelet_config: Option<&'a str>,
+    /// Run the node agent as its own process (`kiln up --no-node` + `kiln node`).
+    separate_node: bool,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            registry_config: None,
+            kubelet_config: Some(FAST_BACKOFF),
+            separate_node: false,
+        }
+    }
+}
+
+/// Back-offs shortened so the scenarios finish in seconds (kiln's extension of the kubelet
+/// configuration; the kubelet itself hard-codes 10 s and 300 s).
+const FAST_BACKOFF: &str = "apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+imagePullBackOff: {initial: 2s, max: 8s}
+crashLoopBackOff: {initial: 1s, max: 4s}
+";
+
+impl Stack {
+    fn start(options: Options) -> Stack {
+        require_root();
+        which("kubectl");
+        let env = Env::new();
+        let registry_addr = format!("127.0.0.1:{}", free_port());
+        let mut serve = Command::new(kiln_bin());
+        serve.arg("--root").arg(env.path("registry")).args([
+            "registry",
+            "serve",
+            "--addr",
+            &registry_addr,
+        ]);
+        if let Some(config) = options.registry_config {
+            let path = env.path("registry.toml");
+            std::fs::write(&path, config).expect("registry config");
+            serve.arg("--config").arg(path);
+        }
+        let log = std::fs::File::create(env.path("registry.log")).expect("log");
+        let registry = serve
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("kiln registry serve");
+        wait_until("the registry listens", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(&registry_addr).is_ok()
+        });
+        let kubeconfig = env.path("kubeconfig");
+        let mut up_args = vec![
+            "--listen".to_string(),
+            format!("127.0.0.1:{}", free_port()),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--node-listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        if let Some(config) = options.kubelet_config {
+            let path = env.path("kubelet.yaml");
+            std::fs::write(&path, config).expect("kubelet config");
+            up_args.push("--node-config".into());
+            up_args.push(path.display().to_string());
+        }
+        let mut stack = Stack {
+            env,
+            registry,
+            registry_addr,
+            kubeconfig,
+            node: None,
+            up_args,
+        };
+        if options.separate_node {
+            let mut args = stack.up_args.clone();
+            args.insert(0, "--no-node".into());
+            stack.kiln_ok(
+                &[
+                    &["up"],
+                    &args.iter().map(String::as_str).collect::<Vec<_>>()[..],
+                ]
+                .concat(),
+            );
+            stack.start_node();
+        } else {
+            let args: Vec<&str> = stack.up_args.iter().map(String::as_str).collect();
+            stack.kiln_ok(&[&["up"], &args[..]].concat());
+        }
+        stack.wait_for_node();
+        stack
+    }
+
+    fn root(&self) -> PathBuf {
+        self.env.path("root")
+    }
+
+    fn kiln(&self, args: &[&str]) -> Output {
+        Command::new(kiln_bin())
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .output()
+            .expect("run kiln")
+    }
+
+    fn kiln_ok(&self, args: &[&str]) -> String {
+        let out = self.kiln(args);
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts `kiln node` with the credentials `kiln up` wrote.
+    fn start_node(&mut self) {
+        let mut args: Vec<String> = vec!["--node-listen".into(), "127.0.0.1:0".into()];
+        let config = self.env.path("kubelet.yaml");
+        if config.exists() {
+            args.push("--node-config".into());
+            args.push(config.display().to_string());
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.env.path("node.log"))
+            .expect("node log");
+        let child = Command::new(kiln_bin())
+            .arg("--root")
+            .arg(self.root())
+            .arg("node")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("kiln node");
+        self.node = Some(child);
+    }
+
+    fn wait_for_node(&self) {
+        wait_until("the node is Ready", Duration::from_secs(30), || {
+            self.kubectl_output(&["get", "nodes", "-o", "json"])
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .is_some_and(|v| {
+                    v["items"].as_array().is_some_and(|items| {
+                        items.iter().any(|n| {
+                            n["status"]["conditions"].as_array().is_some_and(|cs| {
+                                cs.iter()
+                                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                            })
+                        })
+                    })
+                })
+        });
+    }
+
+    fn kubectl_output(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(which("kubectl"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECACHEDIR", self.env.path("kubecache"))
+            .env("HOME", self.env.dir.path())
+            .output()
+            .expect("kubectl");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            ))
+        }
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.kubectl_output(args)
+            .unwrap_or_else(|e| panic!("kubectl {args:?} failed: {e}"))
+    }
+
+    fn apply(&self, yaml: &str) {
+        let path = self.env.path("apply.yaml");
+        std::fs::write(&path, yaml).expect("manifest");
+        self.kubectl(&["apply", "-f", path.to_str().expect("utf-8")]);
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&all)).expect("kubectl JSON")
+    }
+
+    fn pods(&self, selector: &str) -> Vec<Value> {
+        self.json(&["get", "pods", "-l", selector])["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Pushes the busybox image to this stack's registry as `repo:tag`; returns the full name.
+    fn push_busybox(&self, repo: &str, tag: &str, login: Option<(&str, &str)>) -> String {
+        let name = format!("{}/{repo}:{tag}", self.registry_addr);
+        // busybox, plus a file that makes each tag's image distinct.
+        if !self.env.path("rootfs").exists() {
+            self.env.busybox_rootfs();
+        }
+        std::fs::write(self.env.path("rootfs/tag"), format!("{repo}:{tag}\n")).expect("tag file");
+        let tarball = self.env.path("busybox.tar");
+        common::tar_of(&self.env.path("rootfs"), &tarball);
+        self.kiln_ok(&[
+            "image",
+            "import-rootfs",
+            tarball.to_str().expect("utf-8"),
+            &name,
+            "--cmd",
+            "[\"sh\"]",
+        ]);
+        let mut push = Command::new(kiln_bin());
+        push.arg("--root").arg(self.root()).args(["push", &name]);
+        push.env("DOCKER_CONFIG", self.env.path("docker"));
+        if let Some((user, pass)) = login {
+            let out = Command::new(kiln_bin())
+                .args(["login", &self.registry_addr, "-u", user, "-p", pass])
+                .env("DOCKER_CONFIG", self.env.path("docker"))
+                .output()
+                .expect("login");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = push.output().expect("push");
+        assert!(
+            out.status.success(),
+            "push: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The node pulls it back from the registry, as a node elsewhere would.
+        self.kiln_ok(&["rmi", &name]);
+        name
+    }
+
+    fn events(&self, pod: &str) -> Vec<(String, String, u64)> {
+        let list = self.json(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod}"),
+        ]);
+        list["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or_default().to_string(),
+                    e["message"].as_str().unwrap_or_default().to_string(),
+                    e["count"].as_u64().unwrap_or(1),
+                )
+            })
+            .collect()
+    }
+
+    fn registry_requests(&self, route: &str, method: &str) -> u64 {
+        let mut s = std::net::TcpStream::connect(&self.registry_addr).expect("registry");
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").expect("request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("metrics");
+        text.lines()
+            .filter(|l| {
+                l.starts_with("kiln_registry_requests_total{")
+                    && l.contains(&format!("route=\"{route}\""))
+                    && l.contains(&format!("method=\"{method}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Pods go first, so that no container outlives the test.
+        let _ = self.kubectl_output(&[
+            "delete",
+            "deployments,pods",
+            "--all",
+            "--grace-period=1",
+            "--timeout=60s",
+        ]);
+        if let Some(mut node) = self.node.take() {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+        let _ = self.kiln(&["down"]);
+        let _ = self.registry.kill();
+        let _ = self.registry.wait();
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn http_get(addr: &str) -> Result<String, String> {
+    let mut s = std::net::TcpStream::connect_timeout(
+        &addr.parse().map_err(|e| format!("{addr}: {e}"))?,
+        Duration::from_secs(3),
+    )
+    .map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET / HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
+fn deployment(name: &str, image: &str, replicas: u32, extra_spec: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+{extra_spec}      containers:
+      - name: web
+        image: {image}
+        command: ["sh", "-c", "echo app starting on $(hostname); mkdir -p /www; echo hello from $(hostname) > /www/index.html; exec httpd -f -p 8080 -h /www"]
+        ports: [{{containerPort: 8080}}]
+        readinessProbe:
+          httpGet: {{port: 8080, path: /}}
+          periodSeconds: 1
+"#
+    )
+}
+
+fn running_ready(pod: &Value) -> bool {
+    pod["status"]["phase"] == "Running"
+        && pod["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+fn waiting_reason(pod: &Value) -> String {
+    pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Scenario 1 (without the build): an image in kiln's registry runs as a 2-replica
+/// Deployment; `kubectl logs` shows the app start; busybox httpd answers on each pod's IP;
+/// `kubectl exec` runs in the pod and returns its exit code.
+#[test]
+fn a_deployment_runs_serves_http_and_answers_logs_and_exec() {
+    let s = Stack::start(Options::default());
+    let image = s.push_busybox("team/web", "v1", None);
+    s.apply(&deployment("web", &image, 2, ""));
+    wait_until("both pods are Ready", Duration::from_secs(60), || {
+        let pods = s.pods("app=web");
+        pods.len() == 2 && pods.iter().all(running_ready)
+    });
+    for pod in s.pods("app=web") {
+        let name = pod["metadata"]["name"].as_str().expect("name");
+        let ip = pod["status"]["podIP"].as_str().expect("pod IP");
+        assert!(ip.starts_with("10.42."), "pod IP {ip}");
+        let page = http_get(&format!("{ip}:8080")).expect("httpd answers");
+        assert!(page.contains(&format!("hello from {name}")), "{page}");
+        let logs = s.kubectl(&["logs", name]);
+        assert_eq!(logs, format!("app starting on {name}\n"));
+        let status = &pod["status"]["containerStatuses"][0];
+        assert_eq!(status["ready"], true);
+        assert_eq!(status["restartCount"], 0);
+        assert!(
+            status["imageID"]
+                .as_str()
+                .is_some_and(|i| i.contains("@sha256:")),
+            "{status}"
+        );
+        assert!(status["containerID"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("kiln://")));
+    }
+    let first = s.pods("app=web")[0]["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    let out = Command::new(which("kubectl"))
+        .args([
+            "exec",
+            &first,
+            "--",
+            "sh",
+            "-c",
+            "echo inside $(hostname); exit 3",
+        ])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .env("HOME", s.env.dir.path())
+        .output()
+        .expect("kubectl exec");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("inside {first}\n")
+    );
+    let events = s.events(&first);
+    for reason in ["Scheduled", "Pulling", "Pulled", "Created", "Started"] {
+        assert!(
+            events.iter().any(|e| e.0 == reason),
+            "no {reason} event in {events:?}"
+        );
+    }
+}
+
+/// Scenarios 2 and 3: `set image` rolls the Deployment to a new tag; `rollout status`
+/// succeeds; `rollout undo` brings the old image back, on running containers.
+#[test]
+fn set_image_rolls_out_and_undo_restores_the_old_image() {
+    let s = Stack::start(Options::default());
+    let v1 = s.push_busybox("app", "v1", None);
+    let v2 = s.push_busybox("app", "v2", None);
+    s.apply(&deployment("app", &v1, 2, ""));
+    s.kubectl(&["rollout", "status", "deployment/app", "--timeout=60s"]);
+    s.kubectl(&["set", "image", "deployment/app", &format!("web={v2}")]);
+    let status = s.kubectl(&["rollout", "status", "deployment/app", "--timeout=60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let images = |s: &Stack| -> Vec<String> {
+        s.pods("app=app")
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                p["status"]["containerStatuses"][0]["image"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    };
+    wait_until("every pod runs v2", Duration::from_secs(30), || {
+        let i = images(&s);
+        i.len() == 2 && i.iter().all(|i| *i == v2)
+    });
+    s.kubectl(&["rollout", "undo", "deployment/app"]);
+    s.kubectl(&["rollout", "status", "deployment/app", "--timeout=60s"]);
+    wait_until("every pod runs v1 again", Duration::from_secs(30), || {
+        let pods = s.pods("app=app");
+        let live: Vec<&Value> = pods
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        live.len() == 2
+            && live.iter().all(|p| {
+                running_ready(p) && p["status"]["containerStatuses"][0]["image"] == v1.as_str()
+            })
+    });
+}
+
+/// Scenario 4: a wrong tag gives ErrImagePull, then ImagePullBackOff with a growing
+/// back-off (the BackOff event's count rises, as `kubectl describe` shows); fixing the
+/// image recovers the pod.
+#[test]
+fn a_wrong_tag_backs_off_and_recovers_when_fixed() {
+    let s = Stack::start(Options::default());
+    let good = s.push_busybox("app", "v1", None);
+    let wrong = good.replace(":v1", ":nope");
+    s.apply(&deployment("app", &wrong, 1, ""));
+    let mut reasons = Vec::new();
+    wait_until(
+        "ErrImagePull then ImagePullBackOff",
+        Duration::from_secs(60),
+        || {
+            if let Some(pod) = s.pods("app=app").first() {
+                let r = waiting_reason(pod);
+                if !r.is_empty() && reasons.last() != Some(&r) {
+                    reasons.push(r);
+                }
+            }
+            reasons.contains(&"ErrImagePull".to_string())
+                && reasons.contains(&"ImagePullBackOff".to_string())
+        },
+    );
+    let pod = s.pods("app=app")[0]["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    // Back-off 2 s, 4 s, 8 s: within ~20 s there are several attempts, each further apart.
+    wait_until("several pull attempts", Duration::from_secs(40), || {
+        s.events(&pod)
+            .iter()
+            .filter(|e| e.0 == "Failed" && e.1.starts_with("Failed to pull image"))
+            .map(|e| e.2)
+            .sum::<u64>()
+            >= 3
+    });
+    let describe = s.kubectl(&["describe", "pod", &pod]);
+    assert!(
+        describe.contains(&format!("Failed to pull image \"{wrong}\"")),
+        "{describe}"
+    );
+    assert!(
+        describe.contains(&format!("Back-off pulling image \"{wrong}\"")),
+        "{describe}"
+    );
+    assert!(
+        describe.contains("ImagePullBackOff") || describe.contains("ErrImagePull"),
+        "{describe}"
+    );
+    let backoffs = s
+        .events(&pod)
+        .iter()
+        .filter(|e| e.0 == "BackOff")
+        .map(|e| e.2)
+        .sum::<u64>();
+    assert!(backoffs >= 2, "the back-off repeats: {:?}", s.events(&pod));
+    s.kubectl(&["set", "image", "deployment/app", &format!("web={good}")]);
+    s.kubectl(&["rollout", "status", "deployment/app", "--timeout=60s"]);
+    wait_until("the fixed pod is Ready", Duration::from_secs(30), || {
+        s.pods("app=app").iter().any(|p| {
+            running_ready(p) && p["status"]["containerStatuses"][0]["image"] == good.as_str()
+        })
+    });
+}
+
+/// Scenario 5: a private repository without a secret is refused; `kubectl create secret
+/// docker-registry` plus imagePullSecrets on the pod lets it pull; then the same through
+/// the ServiceAccount.
+#[test]
+fn private_images_need_pull_secrets_on_the_pod_or_service_account() {
+    let env = Env::new();
+    let htpasswd = env.path("htpasswd");
+    let line = common::sh(Command::new(which("htpasswd")).args(["-Bbn", "alice", "secret"]));
+    std::fs::write(&htpasswd, line).expect("htpasswd");
+    let config = format!(
+        "[auth.htpasswd]\nrealm = \"kiln\"\npath = \"{}\"\n\n[[access]]\nrepository = \"**\"\npull = \"authenticated\"\npush = \"authenticated\"\n",
+        htpasswd.display()
+    );
+    let s = Stack::start(Options {
+        registry_config: Some(&config),
+        ..Options::default()
+    });
+    let image = s.push_busybox("private/app", "v1", Some(("alice", "secret")));
+    let pod = |name: &str, secrets: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n{secrets}  containers:\n  - name: app\n    image: {image}\n    command: [sleep, '3600']\n"
+        )
+    };
+    s.apply(&pod("no-secret", ""));
+    wait_until("the pull is refused", Duration::from_secs(30), || {
+        s.json(&["get", "pod", "no-secret"]).pipe(|p| {
+            waiting_reason(&p) == "ErrImagePull" || waiting_reason(&p) == "ImagePullBackOff"
+        })
+    });
+    let failed = s.events("no-secret");
+    assert!(
+        failed
+            .iter()
+            .any(|e| e.0 == "Failed" && e.1.contains("unauthorized")),
+        "{failed:?}"
+    );
+    s.kubectl(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={}", s.registry_addr),
+        "--docker-username=alice",
+        "--docker-password=secret",
+    ]);
+    s.apply(&pod(
+        "with-secret",
+        "  imagePullSecrets: [{name: regcred}]\n",
+    ));
+    wait_until(
+        "the pod with the secret runs",
+        Duration::from_secs(30),
+        || s.json(&["get", "pod", "with-secret"])["status"]["phase"] == "Running",
+    );
+    // Through the ServiceAccount: admission copies its imagePullSecrets into the pod.
+    s.kubectl(&[
+        "patch",
+        "serviceaccount",
+        "default",
+        "-p",
+        r#"{"imagePullSecrets":[{"name":"regcred"}]}"#,
+    ]);
+    s.apply(&pod("via-account", ""));
+    wait_until(
+        "the pod of the account runs",
+        Duration::from_secs(30),
+        || s.json(&["get", "pod", "via-account"])["status"]["phase"] == "Running",
+    );
+}
+
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl Pipe for Value {}
+
+/// Scenarios 6 and 7: Never, IfNotPresent and Always as the registry's request counts show
+/// them, and a digest-pinned pod unmoved by a re-tag.
+#[test]
+fn pull_policies_show_at_the_registry_and_digests_pin() {
+    let s = Stack::start(Options::default());
+    let image = s.push_busybox("app", "v1", None);
+    let pod = |name: &str, image: &str, policy: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: {image}\n    imagePullPolicy: {policy}\n    command: [sleep, '3600']\n"
+        )
+    };
+    let running = |name: &str| {
+        wait_until(&format!("{name} runs"), Duration::from_secs(30), || {
+            s.json(&["get", "pod", name])["status"]["phase"] == "Running"
+        })
+    };
+    // Never, before the image is on the node.
+    s.apply(&pod("never", &image, "Never"));
+    wait_until("ErrImageNeverPull", Duration::from_secs(30), || {
+        waiting_reason(&s.json(&["get", "pod", "never"])) == "ErrImageNeverPull"
+    });
+    assert_eq!(s.registry_requests("manifest", "GET"), 0);
+    // IfNotPresent pulls once.
+    s.apply(&pod("first", &image, "IfNotPresent"));
+    running("first");
+    let after_first = s.registry_requests("manifest", "GET");
+    assert!(after_first >= 1);
+    s.apply(&pod("second", &image, "IfNotPresent"));
+    running("second");
+    assert_eq!(
+        s.registry_requests("manifest", "GET"),
+        after_first,
+        "IfNotPresent asked the registry again"
+    );
+    let second = s.events("second");
+    assert!(
+        second.iter().any(|e| e.0 == "Pulled"
+            && e.1 == format!("Container image \"{image}\" already present on machine")),
+        "{second:?}"
+    );
+    // Always asks every time.
+    s.apply(&pod("always", &image, "Always"));
+    running("always");
+    assert!(
+        s.registry_requests("manifest", "GET") > after_first,
+        "Always did not ask the registry"
+    );
+    // A digest pin survives a moved tag.
+    let digest = s.json(&["get", "pod", "first"])["status"]["containerStatuses"][0]["imageID"]
+        .as_str()
+        .expect("imageID")
+        .rsplit('@')
+        .next()
+        .expect("digest")
+        .to_string();
+    let pinned = format!("{}/app@{digest}", s.registry_addr);
+    let moved = s.push_busybox("app", "v1-moved", None);
+    s.kiln_ok(&["pull", &moved]);
+    s.kiln_ok(&["tag", &moved, &image]);
+    s.kiln_ok(&["push", &image]);
+    s.apply(&pod("pinned", &pinned, "Always"));
+    running("pinned");
+    let id = s.json(&["get", "pod", "pinned"])["status"]["containerStatuses"][0]["imageID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(id.ends_with(&digest), "{id} is not pinned to {digest}");
+    s.apply(&pod("retagged", &image, "Always"));
+    running("retagged");
+    let id = s.json(&["get", "pod", "retagged"])["status"]["containerStatuses"][0]["imageID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !id.ends_with(&digest),
+        "the re-tagged image should be the new one: {id}"
+    );
+}
+
+/// Scenario: the node agent killed and restarted adopts the running pods instead of
+/// restarting them.
+#[test]
+fn a_restarted_node_agent_adopts_running_pods() {
+    let mut s = Stack::start(Options {
+        separate_node: true,
+        ..Options::default()
+    });
+    let image = s.push_busybox("app", "v1", None);
+    s.apply(&deployment("app", &image, 2, ""));
+    s.kubectl(&["rollout", "status", "deployment/app", "--timeout=60s"]);
+    let before: Vec<(String, String)> = s
+        .pods("app=app")
+        .iter()
+        .map(|p| {
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["status"]["containerStatuses"][0]["containerID"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    let mut node = s.node.take().expect("node");
+    node.kill().expect("kill -9 the node agent");
+    let _ = node.wait();
+    std::thread::sleep(Duration::from_secs(1));
+    s.start_node();
+    // Let the new agent sync every pod.
+    std::thread::sleep(Duration::from_secs(4));
+    let after: Vec<(String, String)> = s
+        .pods("app=app")
+        .iter()
+        .map(|p| {
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["status"]["containerStatuses"][0]["containerID"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(before, after, "pods were restarted");
+    for pod in s.pods("app=app") {
+        assert!(running_ready(&pod));
+        assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
+    }
+    // And it still manages them: a deletion stops the container.
+    let name = before[0].0.clone();
+    s.kubectl(&["delete", "pod", &name, "--timeout=30s"]);
+}
