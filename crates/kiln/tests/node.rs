@@ -812,3 +812,284 @@ fn a_restarted_node_agent_adopts_running_pods() {
     let name = before[0].0.clone();
     s.kubectl(&["delete", "pod", &name, "--timeout=30s"]);
 }
+
+/// A proxy in front of the registry that holds every blob download for a while and
+/// records how many repositories were being downloaded from at once.
+struct CountingProxy {
+    addr: String,
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingProxy {
+    fn start(upstream: &str) -> CountingProxy {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let active: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let upstream = upstream.to_string();
+        let most2 = most.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let upstream = upstream.clone();
+                let active = active.clone();
+                let most = most2.clone();
+                std::thread::spawn(move || {
+                    let _ = proxy_connection(client, &upstream, &active, &most);
+                });
+            }
+        });
+        CountingProxy { addr, most }
+    }
+
+    fn most_at_once(&self) -> usize {
+        self.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn read_head(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if r.read(&mut byte)? == 0 {
+            return Ok(None);
+        }
+        head.push(byte[0]);
+    }
+    Ok(Some(head))
+}
+
+fn content_length(head: &[u8]) -> usize {
+    String::from_utf8_lossy(head)
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+fn proxy_connection(
+    mut client: std::net::TcpStream,
+    upstream: &str,
+    active: &std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    most: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    let mut server = std::net::TcpStream::connect(upstream)?;
+    // Not HTTP (the client tries TLS first): pass the bytes through untouched.
+    let mut first = [0u8; 1];
+    if client.peek(&mut first)? == 1 && !first[0].is_ascii_alphabetic() {
+        let mut c2 = client.try_clone()?;
+        let mut s2 = server.try_clone()?;
+        std::thread::spawn(move || std::io::copy(&mut s2, &mut c2));
+        std::io::copy(&mut client, &mut server)?;
+        return Ok(());
+    }
+    loop {
+        let Some(head) = read_head(&mut client)? else {
+            return Ok(());
+        };
+        let line = String::from_utf8_lossy(&head)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_string();
+        let path = parts.next().unwrap_or_default().to_string();
+        let mut body = vec![0u8; content_length(&head)];
+        client.read_exact(&mut body)?;
+        // /v2/<repo>/blobs/<digest>
+        let repo = path
+            .strip_prefix("/v2/")
+            .and_then(|p| p.split_once("/blobs/"))
+            .map(|(repo, _)| repo.to_string())
+            .filter(|_| method == "GET");
+        if let Some(repo) = &repo {
+            let mut a = active.lock().expect("lock");
+            *a.entry(repo.clone()).or_default() += 1;
+            let repos = a.values().filter(|n| **n > 0).count();
+            most.fetch_max(repos, std::sync::atomic::Ordering::SeqCst);
+            drop(a);
+            std::thread::sleep(Duration::from_millis(700));
+        }
+        server.write_all(&head)?;
+        server.write_all(&body)?;
+        let response = read_head(&mut server)?.unwrap_or_default();
+        let length = if method == "HEAD" {
+            0
+        } else {
+            content_length(&response)
+        };
+        let mut payload = vec![0u8; length];
+        server.read_exact(&mut payload)?;
+        client.write_all(&response)?;
+        client.write_all(&payload)?;
+        if let Some(repo) = &repo {
+            let mut a = active.lock().expect("lock");
+            if let Some(n) = a.get_mut(repo) {
+                *n -= 1;
+            }
+        }
+    }
+}
+
+fn pull_concurrency(kubelet_config: &str) -> usize {
+    let s = Stack::start(Options {
+        kubelet_config: Some(kubelet_config),
+        ..Options::default()
+    });
+    let proxy = CountingProxy::start(&s.registry_addr);
+    let mut pods = String::new();
+    for i in 1..=3 {
+        let image = s.push_busybox(&format!("app{i}"), "v1", None);
+        let through_proxy = image.replace(&s.registry_addr, &proxy.addr);
+        pods.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: {through_proxy}\n    command: [sleep, '3600']\n"
+        ));
+    }
+    s.apply(&pods);
+    wait_until("all three pods run", Duration::from_secs(60), || {
+        (1..=3).all(|i| s.json(&["get", "pod", &format!("p{i}")])["status"]["phase"] == "Running")
+    });
+    proxy.most_at_once()
+}
+
+/// Scenario 9: pulls go one at a time by default; with `serializeImagePulls: false` and
+/// `maxParallelImagePulls: 2`, never more than two at once, as the registry sees it.
+#[test]
+fn image_pulls_are_serial_by_default_and_bounded_in_parallel() {
+    let serial = pull_concurrency(FAST_BACKOFF);
+    assert_eq!(serial, 1, "default: one pull at a time");
+    let parallel = pull_concurrency(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nserializeImagePulls: false\nmaxParallelImagePulls: 2\n",
+    );
+    assert_eq!(parallel, 2, "maxParallelImagePulls: 2");
+}
+
+/// Writes an OCI layout holding an index of two platforms, each a busybox root with
+/// `/platform` naming its own platform.
+fn two_platform_layout(env: &Env, dir: &Path) {
+    use sha2::Digest as _;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let hex = format!("{:x}", sha2::Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).expect("blob");
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    if !env.path("rootfs").exists() {
+        env.busybox_rootfs();
+    }
+    let mut manifests = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        std::fs::write(env.path("rootfs/platform"), format!("linux/{arch}\n")).expect("file");
+        let layer = common::tar_of(&env.path("rootfs"), &env.path(&format!("{arch}.tar")));
+        let (layer_digest, layer_size) = put(&layer);
+        let config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "config": {"Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        });
+        let (config_digest, config_size) = put(config.to_string().as_bytes());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
+        });
+        let (digest, size) = put(manifest.to_string().as_bytes());
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": size,
+            "platform": {"architecture": arch, "os": "linux"},
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    let (digest, size) = put(index.to_string().as_bytes());
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": digest, "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": "v1"},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), top.to_string()).expect("index.json");
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("oci-layout");
+}
+
+/// Scenario 10: an image index with two platforms; the node pulls and runs its own.
+#[test]
+fn the_node_pulls_its_own_platform_from_an_index() {
+    let s = Stack::start(Options::default());
+    let layout = s.env.path("multi");
+    two_platform_layout(&s.env, &layout);
+    let image = format!("{}/multi:v1", s.registry_addr);
+    common::skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{image}"),
+    ]);
+    s.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: multi}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: app\n    image: {image}\n    command: [cat, /platform]\n"
+    ));
+    wait_until("the pod ran", Duration::from_secs(60), || {
+        s.json(&["get", "pod", "multi"])["status"]["phase"] == "Succeeded"
+    });
+    let node_arch = s.json(&["get", "nodes"])["items"][0]["status"]["nodeInfo"]["architecture"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        s.kubectl(&["logs", "multi"]),
+        format!("linux/{node_arch}\n")
+    );
+    // Only that platform's layer came down: one config and one layer blob.
+    assert_eq!(s.registry_requests("blob", "GET"), 2);
+}
+
+/// Image GC: with the thresholds at their lowest, images no container uses are removed
+/// once past the minimum age, and an image in use never is.
+#[test]
+fn image_gc_removes_unused_images_but_never_one_in_use() {
+    let s = Stack::start(Options {
+        kubelet_config: Some(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nimageGCHighThresholdPercent: 1\nimageGCLowThresholdPercent: 0\nimageMinimumGCAge: 1s\n",
+        ),
+        ..Options::default()
+    });
+    let kept = s.push_busybox("kept", "v1", None);
+    let dropped = s.push_busybox("dropped", "v1", None);
+    let pod = |name: &str, image: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: {image}\n    command: [sleep, '3600']\n")
+    };
+    s.apply(&pod("uses-kept", &kept));
+    s.apply(&pod("uses-dropped", &dropped));
+    wait_until("both pods run", Duration::from_secs(60), || {
+        ["uses-kept", "uses-dropped"]
+            .iter()
+            .all(|p| s.json(&["get", "pod", p])["status"]["phase"] == "Running")
+    });
+    s.kubectl(&["delete", "pod", "uses-dropped", "--timeout=30s"]);
+    let images = |s: &Stack| s.kiln_ok(&["images", "--format", "{{.Repository}}"]);
+    wait_until(
+        "the unused image is collected",
+        Duration::from_secs(40),
+        || !images(&s).contains("/dropped"),
+    );
+    assert!(
+        images(&s).contains("/kept"),
+        "the image in use was removed: {}",
+        images(&s)
+    );
+}

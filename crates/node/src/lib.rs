@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod config;
 pub mod events;
 pub mod image_gc;
+pub mod image_gc_manager;
 pub mod images;
 pub mod keyring;
 pub mod network;
@@ -237,6 +238,15 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     }
     node_status::register(&shared, port).await?;
     node_status::spawn_heartbeats(shared.clone(), port, config.kubelet.clone());
+    image_gc_manager::spawn(
+        shared.clone(),
+        image_gc::ImageGcPolicy {
+            high_threshold_percent: kubelet.image_gc_high_threshold_percent,
+            low_threshold_percent: kubelet.image_gc_low_threshold_percent,
+            min_age: kubelet.image_minimum_gc_age,
+            max_age: kubelet.image_maximum_gc_age,
+        },
+    );
     watch_pods(shared).await;
     Ok(())
 }
