@@ -1093,3 +1093,174 @@ fn image_gc_removes_unused_images_but_never_one_in_use() {
         images(&s)
     );
 }
+
+/// Restart policies with CrashLoopBackOff and `logs --previous`, liveness probes that
+/// restart, completion under Never, and hostNetwork.
+#[test]
+fn containers_restart_as_their_policy_says_and_probes_restart_them() {
+    let s = Stack::start(Options::default());
+    let image = s.push_busybox("app", "v1", None);
+    let pod = |name: &str, policy: &str, script: &str, extra: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  restartPolicy: {policy}\n{extra}  containers:\n  - name: app\n    image: {image}\n    command: [sh, -c, '{script}']\n    volumeMounts: [{{name: data, mountPath: /data}}]\n"
+        )
+    };
+    let liveness = "    livenessProbe:\n      exec: {command: [cat, /tmp/healthy]}\n      periodSeconds: 1\n      failureThreshold: 1\n";
+    let data = "  volumes: [{name: data, emptyDir: {}}]\n";
+    let mut all = pod("crasher", "Always", "echo boom $(date +%s%N); exit 2", data);
+    all.push_str(&pod("done", "Never", "echo finished", data));
+    // A restarted container gets a fresh filesystem; the marker lives in an emptyDir.
+    all.push_str(&pod(
+        "fails-once",
+        "OnFailure",
+        "test -f /data/again && exit 0; touch /data/again; exit 1",
+        "  volumes: [{name: data, emptyDir: {}}]\n",
+    ));
+    all.push_str(&pod(
+        "host",
+        "Always",
+        "sleep 3600",
+        "  hostNetwork: true\n  volumes: [{name: data, emptyDir: {}}]\n",
+    ));
+    all.push_str(&format!(
+        "{}{liveness}",
+        pod(
+            "unhealthy",
+            "Always",
+            "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600",
+            data
+        )
+    ));
+    s.apply(&all);
+    wait_until(
+        "the crasher is in CrashLoopBackOff after restarts",
+        Duration::from_secs(60),
+        || {
+            let p = s.json(&["get", "pod", "crasher"]);
+            let c = &p["status"]["containerStatuses"][0];
+            c["restartCount"].as_u64().unwrap_or(0) >= 2 && waiting_reason(&p) == "CrashLoopBackOff"
+        },
+    );
+    let p = s.json(&["get", "pod", "crasher"]);
+    let c = &p["status"]["containerStatuses"][0];
+    assert_eq!(c["lastState"]["terminated"]["exitCode"], 2, "{c}");
+    assert_eq!(c["lastState"]["terminated"]["reason"], "Error", "{c}");
+    assert!(
+        c["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("back-off ")
+                && m.contains("restarting failed container=app pod=crasher_default(")),
+        "{c}"
+    );
+    assert!(s
+        .kubectl(&["logs", "crasher", "--previous"])
+        .starts_with("boom "));
+    let table = s.kubectl(&["get", "pod", "crasher"]);
+    assert!(
+        table.contains("CrashLoopBackOff") || table.contains("Error"),
+        "{table}"
+    );
+    assert!(
+        s.events("crasher").iter().any(|e| e.0 == "BackOff"
+            && e.1
+                .starts_with("Back-off restarting failed container app in pod crasher_default(")),
+        "{:?}",
+        s.events("crasher")
+    );
+
+    wait_until("Never: the pod succeeds", Duration::from_secs(30), || {
+        s.json(&["get", "pod", "done"])["status"]["phase"] == "Succeeded"
+    });
+    let done = s.json(&["get", "pod", "done"]);
+    assert_eq!(
+        done["status"]["containerStatuses"][0]["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    assert_eq!(s.kubectl(&["logs", "done"]), "finished\n");
+
+    wait_until(
+        "OnFailure: restarted once, then succeeded",
+        Duration::from_secs(30),
+        || {
+            let p = s.json(&["get", "pod", "fails-once"]);
+            p["status"]["phase"] == "Succeeded"
+                && p["status"]["containerStatuses"][0]["restartCount"] == 1
+        },
+    );
+
+    wait_until("the hostNetwork pod runs", Duration::from_secs(30), || {
+        s.json(&["get", "pod", "host"])["status"]["phase"] == "Running"
+    });
+    let host = s.json(&["get", "pod", "host"]);
+    assert_eq!(host["status"]["podIP"], host["status"]["hostIP"]);
+
+    wait_until(
+        "the liveness probe restarts the container",
+        Duration::from_secs(40),
+        || {
+            s.json(&["get", "pod", "unhealthy"])["status"]["containerStatuses"][0]["restartCount"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 1
+        },
+    );
+    let events = s.events("unhealthy");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.0 == "Unhealthy" && e.1.starts_with("Liveness probe failed:")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.0 == "Killing"
+                && e.1 == "Container app failed liveness probe, will be restarted"),
+        "{events:?}"
+    );
+}
+
+/// Graceful termination: SIGTERM first; a process that handles it ends at once, one that
+/// ignores it is killed when the grace period ends.
+#[test]
+fn deletion_sends_sigterm_then_sigkill_after_the_grace_period() {
+    let s = Stack::start(Options::default());
+    let image = s.push_busybox("app", "v1", None);
+    let pod = |name: &str, grace: u32, script: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: {grace}\n  containers:\n  - name: app\n    image: {image}\n    command: [sh, -c, '{script}']\n"
+        )
+    };
+    let mut all = pod(
+        "polite",
+        30,
+        "trap \"echo got TERM; exit 0\" TERM; echo ready; while true; do sleep 0.1; done",
+    );
+    // As PID 1 in its namespace, a shell without a handler ignores SIGTERM.
+    all.push_str(&pod(
+        "stubborn",
+        3,
+        "echo ready; while true; do sleep 0.1; done",
+    ));
+    s.apply(&all);
+    wait_until("both run", Duration::from_secs(30), || {
+        ["polite", "stubborn"].iter().all(|p| {
+            s.kubectl_output(&["logs", p])
+                .is_ok_and(|l| l.contains("ready"))
+        })
+    });
+    let started = Instant::now();
+    s.kubectl(&["delete", "pod", "polite", "--timeout=30s"]);
+    let polite = started.elapsed();
+    assert!(
+        polite < Duration::from_secs(8),
+        "a TERM handler should end it quickly: {polite:?}"
+    );
+    let started = Instant::now();
+    s.kubectl(&["delete", "pod", "stubborn", "--timeout=30s"]);
+    let stubborn = started.elapsed();
+    assert!(
+        stubborn >= Duration::from_secs(3) && stubborn < Duration::from_secs(12),
+        "SIGKILL should come when the 3 s grace period ends: {stubborn:?}"
+    );
+}
