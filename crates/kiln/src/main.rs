@@ -2,6 +2,7 @@
 
 mod client_cmd;
 mod cluster_cmd;
+mod crictl_cmd;
 mod gotemplate;
 mod humanize;
 mod image_cmd;
@@ -74,6 +75,9 @@ enum Command {
     Down(cluster_cmd::DownArgs),
     /// Run the node agent: join an API server and run the pods bound to this node
     Node(node_cmd::NodeArgs),
+    /// Inspect the node's pods, containers and images, as crictl shows them
+    #[command(subcommand)]
+    Crictl(crictl_cmd::CrictlCommand),
     #[command(hide = true)]
     ContainerShim(run_cmd::ShimArgs),
 }
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
         Command::Up(args) => ok(cluster_cmd::up(&root, args)),
         Command::Down(args) => ok(cluster_cmd::down(&root, args)),
         Command::Node(args) => ok(node_cmd::run(&root, args)),
+        Command::Crictl(cmd) => ok(crictl_cmd::run(&root, cmd)),
     };
     match result {
         Ok(code) => code,

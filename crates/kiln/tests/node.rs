@@ -347,6 +347,17 @@ impl Drop for Stack {
             let _ = node.wait();
         }
         let _ = self.kiln(&["down"]);
+        // Whatever a failed test left running goes too.
+        let left = self.kiln(&["ps", "-aq"]);
+        let ids: Vec<String> = String::from_utf8_lossy(&left.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.iter().map(String::as_str));
+            let _ = self.kiln(&args);
+        }
         let _ = self.registry.kill();
         let _ = self.registry.wait();
     }

@@ -21,7 +21,8 @@ struct Seen {
     last_used: Option<Instant>,
 }
 
-fn fs_stats(path: &std::path::Path) -> Option<FsStats> {
+/// Capacity and free space of the filesystem holding `path`.
+pub(crate) fn fs_stats(path: &std::path::Path) -> Option<FsStats> {
     let c = std::ffi::CString::new(path.display().to_string()).ok()?;
     // SAFETY: statvfs fills the zeroed struct; the path is NUL-terminated.
     unsafe {

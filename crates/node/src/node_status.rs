@@ -29,20 +29,6 @@ fn memory_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn disk_bytes(path: &std::path::Path) -> u64 {
-    let Ok(c) = std::ffi::CString::new(path.display().to_string()) else {
-        return 0;
-    };
-    // SAFETY: statvfs writes into the zeroed struct; the path is NUL-terminated.
-    unsafe {
-        let mut s: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c.as_ptr(), &mut s) != 0 {
-            return 0;
-        }
-        s.f_blocks as u64 * s.f_frsize as u64
-    }
-}
-
 fn os_image() -> String {
     read_trimmed("/etc/os-release")
         .lines()
@@ -120,7 +106,10 @@ fn status(node: &Shared, port: u16, previous: &Value) -> Value {
         "cpu": cpus.to_string(),
         "memory": format!("{}Ki", memory_kib()),
         "pods": "110",
-        "ephemeral-storage": format!("{}Ki", disk_bytes(&node.image_root) / 1024),
+        "ephemeral-storage": format!(
+            "{}Ki",
+            crate::image_gc_manager::fs_stats(&node.image_root).map_or(0, |f| f.capacity_bytes) / 1024
+        ),
         "hugepages-2Mi": "0",
     });
     let hostname = read_trimmed("/proc/sys/kernel/hostname");
