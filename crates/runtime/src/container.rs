@@ -170,6 +170,9 @@ impl Runtime {
     }
 }
 
+/// The environment variable naming the descriptor on which a shim reports the start.
+const SHIM_READY_FD: &str = "KILN_SHIM_READY_FD";
+
 /// What kiln keeps about a container, in `<bundle>/container.json`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Record {
@@ -342,19 +345,48 @@ impl Runtime {
     }
 
     /// Starts the prepared bundle `id` under a shim (`shim` is the command line that runs
-    /// [`Runtime::shim`] for it, detached from the caller).
+    /// [`Runtime::shim`] for it, detached from the caller). Returns once the container's
+    /// process runs, or with the reason it could not start.
     pub fn start_detached(&self, id: &str, shim: &mut Command) -> Result<(), RuntimeError> {
+        use std::io::Read;
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         use std::os::unix::process::CommandExt;
+        let failed = |reason: String| RuntimeError::Runtime {
+            runtime: self.binary.clone(),
+            id: id.to_string(),
+            reason,
+        };
+        // The shim reports on this pipe when the container runs (or why it does not): no
+        // polling of the runtime. Both ends are close-on-exec; only the shim gets the
+        // writing end, as fd 3.
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills the two-element array on success.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(failed(format!("pipe: {}", std::io::Error::last_os_error())));
+        }
+        // SAFETY: the descriptors were just created and are owned here alone.
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let ready_fd = write_end.as_raw_fd();
         shim.stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: setsid, fork and _exit are async-signal-safe. setsid detaches the shim from
-        // the caller's terminal and process group, so it outlives the command that started
-        // it; the extra fork makes it nobody's child but init's, so a long-lived caller (the
-        // node agent) leaves no zombie behind when it ends.
+            .stderr(Stdio::null())
+            .env(SHIM_READY_FD, "3");
+        // SAFETY: setsid, dup2, fork and _exit are async-signal-safe. setsid detaches the shim
+        // from the caller's terminal and process group, so it outlives the command that
+        // started it; the extra fork makes it nobody's child but init's, so a long-lived
+        // caller (the node agent) leaves no zombie behind when it ends.
         unsafe {
-            shim.pre_exec(|| {
+            shim.pre_exec(move || {
                 libc::setsid();
+                if ready_fd == 3 {
+                    // dup2 onto itself would keep close-on-exec set.
+                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(ready_fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 match libc::fork() {
                     -1 => Err(std::io::Error::last_os_error()),
                     0 => Ok(()),
@@ -362,32 +394,44 @@ impl Runtime {
                 }
             });
         }
-        let mut intermediate = shim.spawn().map_err(|source| RuntimeError::Missing {
+        let spawned = shim.spawn();
+        drop(write_end);
+        let mut intermediate = spawned.map_err(|source| RuntimeError::Missing {
             runtime: "kiln shim".into(),
             source,
         })?;
         let _ = intermediate.wait();
-        // Wait until the runtime knows the container (or the shim recorded its end).
-        for _ in 0..500 {
-            if self.status(id) != Status::Unknown {
-                return Ok(());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        Err(RuntimeError::Runtime {
-            runtime: self.binary.clone(),
-            id: id.to_string(),
-            reason: format!(
-                "the container did not start; see {}",
+        let mut report = String::new();
+        let _ = std::fs::File::from(read_end).read_to_string(&mut report);
+        match report.strip_prefix("ok") {
+            Some(_) => Ok(()),
+            None if report.is_empty() => Err(failed(format!(
+                "the shim ended before the container started; see {}",
                 self.log_path(id).display()
-            ),
-        })
+            ))),
+            None => Err(failed(report.trim().to_string())),
+        }
     }
 
-    /// The shim: runs the container with its output into the CRI log, records its end, and
-    /// removes it if asked. Blocks until the container exits.
+    /// The shim: creates and starts the container with its output into the CRI log, waits
+    /// for its process (as the subreaper it is reparented to once the runtime exits, so no
+    /// runtime process stays resident per container), records its end, and removes it if
+    /// asked. Blocks until the container exits.
     pub fn shim(&self, id: &str) -> Result<(), RuntimeError> {
         use std::io::{BufRead, Write};
+        use std::os::fd::FromRawFd;
+        let mut ready: Option<std::fs::File> = std::env::var(SHIM_READY_FD)
+            .ok()
+            .and_then(|fd| fd.parse::<i32>().ok())
+            // SAFETY: start_detached hands the shim this descriptor and nothing else uses it.
+            .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+        let mut tell = |message: &str| {
+            if let Some(mut r) = ready.take() {
+                let _ = r.write_all(message.as_bytes());
+            }
+        };
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only changes this process's attributes.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         let log_path = self.log_path(id);
         let log = std::sync::Arc::new(std::sync::Mutex::new(
             std::fs::OpenOptions::new()
@@ -396,11 +440,16 @@ impl Runtime {
                 .open(&log_path)
                 .map_err(Self::io_err(&log_path))?,
         ));
-        let mut child = self
+        let bundle = self.bundle_dir(id);
+        let pid_file = bundle.join("init.pid");
+        let _ = std::fs::remove_file(&pid_file);
+        let mut create = self
             .runtime_command()
-            .arg("run")
+            .arg("create")
             .arg("--bundle")
-            .arg(self.bundle_dir(id))
+            .arg(&bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
             .arg(id)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -410,18 +459,27 @@ impl Runtime {
                 runtime: self.binary.clone(),
                 source,
             })?;
+        // The container's process inherits these pipes from the runtime and keeps them
+        // after the runtime exits.
         let mut pumps = Vec::new();
-        let streams: Vec<(&str, Box<dyn std::io::Read + Send>)> = vec![
+        let streams: Vec<(&str, Option<Box<dyn std::io::Read + Send>>)> = vec![
             (
                 "stdout",
-                Box::new(child.stdout.take().expect("piped stdout")),
+                create
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
             ),
             (
                 "stderr",
-                Box::new(child.stderr.take().expect("piped stderr")),
+                create
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
             ),
         ];
         for (name, stream) in streams {
+            let Some(stream) = stream else { continue };
             let log = log.clone();
             pumps.push(std::thread::spawn(move || {
                 let mut reader = std::io::BufReader::new(stream);
@@ -445,21 +503,84 @@ impl Runtime {
                 }
             }));
         }
-        let status = child.wait().map_err(Self::io_err(&log_path))?;
-        for p in pumps {
-            let _ = p.join();
-        }
-        let ended = Ended {
-            code: Exit::from(status).code,
-            finished: now(),
+        let finish =
+            |code: i32, pumps: Vec<std::thread::JoinHandle<()>>| -> Result<(), RuntimeError> {
+                for p in pumps {
+                    let _ = p.join();
+                }
+                let ended = Ended {
+                    code,
+                    finished: now(),
+                };
+                let exit_path = self.exit_path(id);
+                let text = serde_json::to_vec(&ended).unwrap_or_default();
+                std::fs::write(&exit_path, text).map_err(Self::io_err(&exit_path))?;
+                // The runtime keeps a created container's state until it is deleted.
+                let _ = self
+                    .runtime_command()
+                    .args(["delete", "--force", id])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+                if self.record(id)?.is_some_and(|r| r.auto_remove) {
+                    self.remove(id)?;
+                }
+                Ok(())
+            };
+        let created = create.wait().map_err(Self::io_err(&log_path))?;
+        let pid: Option<i32> = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse().ok());
+        let (Some(pid), true) = (pid, created.success()) else {
+            tell(&format!(
+                "creating the container failed (exit {}); see {}",
+                Exit::from(created).code,
+                log_path.display()
+            ));
+            return finish(Exit::from(created).code.max(1), pumps);
         };
-        let exit_path = self.exit_path(id);
-        let text = serde_json::to_vec(&ended).unwrap_or_default();
-        std::fs::write(&exit_path, text).map_err(Self::io_err(&exit_path))?;
-        if self.record(id)?.is_some_and(|r| r.auto_remove) {
-            self.remove(id)?;
+        let started = self
+            .runtime_command()
+            .args(["start", id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .output();
+        match started {
+            Ok(o) if o.status.success() => tell("ok"),
+            other => {
+                let reason = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tell(&format!("starting the container failed: {reason}"));
+                let _ = self
+                    .runtime_command()
+                    .args(["kill", id, "KILL"])
+                    .stderr(Stdio::null())
+                    .status();
+            }
         }
-        Ok(())
+        // Reap until the container's process ends; anything else reparented here is reaped
+        // on the way.
+        let code = loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes the status of a child of this process.
+            let reaped = unsafe { libc::waitpid(-1, &mut status, 0) };
+            if reaped == pid {
+                break if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else if libc::WIFSIGNALED(status) {
+                    128 + libc::WTERMSIG(status)
+                } else {
+                    255
+                };
+            }
+            if reaped < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                // No children left: the process was not ours to wait for.
+                break 255;
+            }
+        };
+        finish(code, pumps)
     }
 
     /// Sends `signal` (e.g. "TERM", "KILL") to the container's init process, as docker does.
@@ -490,7 +611,9 @@ impl Runtime {
     pub fn wait_ended(&self, id: &str, timeout: std::time::Duration) -> bool {
         let start = std::time::Instant::now();
         loop {
-            if matches!(self.status(id), Status::Exited { .. }) {
+            // The shim's record of the end, not the runtime: a runtime call per poll would
+            // cost a process for every container being stopped.
+            if self.ended(id).is_some() {
                 return true;
             }
             if start.elapsed() >= timeout {
