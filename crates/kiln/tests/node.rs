@@ -51,6 +51,8 @@ struct Options<'a> {
     kubelet_config: Option<&'a str>,
     /// Run the node agent as its own process (`kiln up --no-node` + `kiln node`).
     separate_node: bool,
+    /// More `kiln up` flags (admission plugins).
+    up_flags: &'a [&'a str],
 }
 
 impl Default for Options<'_> {
@@ -59,6 +61,7 @@ impl Default for Options<'_> {
             registry_config: None,
             kubelet_config: Some(FAST_BACKOFF),
             separate_node: false,
+            up_flags: &[],
         }
     }
 }
@@ -107,6 +110,7 @@ impl Stack {
             "--node-listen".into(),
             "127.0.0.1:0".into(),
         ];
+        up_args.extend(options.up_flags.iter().map(|f| f.to_string()));
         if let Some(config) = options.kubelet_config {
             let path = env.path("kubelet.yaml");
             std::fs::write(&path, config).expect("kubelet config");
@@ -497,6 +501,86 @@ fn a_deployment_runs_serves_http_and_answers_logs_and_exec() {
             "no {reason} event in {events:?}"
         );
     }
+    // Scenario 12: the node's own view, as crictl shows it.
+    let ps = s.kiln_ok(&["crictl", "ps"]);
+    let header: Vec<&str> = ps
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "CONTAINER",
+            "IMAGE",
+            "CREATED",
+            "STATE",
+            "NAME",
+            "ATTEMPT",
+            "POD",
+            "ID",
+            "POD",
+            "NAMESPACE"
+        ]
+    );
+    let row = ps
+        .lines()
+        .find(|l| l.contains(&first))
+        .unwrap_or_else(|| panic!("{first} missing from crictl ps:\n{ps}"));
+    assert!(row.contains("Running") && row.contains(" web "), "{row}");
+    let id = row.split_whitespace().next().expect("container id");
+    assert_eq!(
+        s.kiln_ok(&["crictl", "logs", id]),
+        format!("app starting on {first}\n")
+    );
+    let inspect: Value =
+        serde_json::from_str(&s.kiln_ok(&["crictl", "inspect", id])).expect("inspect JSON");
+    assert_eq!(inspect["status"]["state"], "CONTAINER_RUNNING");
+    assert_eq!(
+        inspect["status"]["labels"]["io.kubernetes.pod.name"],
+        first.as_str()
+    );
+    let pods = s.kiln_ok(&["crictl", "pods"]);
+    assert!(
+        pods.lines()
+            .any(|l| l.contains(&first) && l.contains("Ready")),
+        "{pods}"
+    );
+    let images = s.kiln_ok(&["crictl", "images"]);
+    assert!(
+        images.contains(&format!("{}/team/web", s.registry_addr)),
+        "{images}"
+    );
+}
+
+/// Scenario 11 on a node: with AlwaysPullImages, even an `IfNotPresent` pod asks the
+/// registry each time.
+#[test]
+fn always_pull_images_admission_makes_every_pod_pull() {
+    let s = Stack::start(Options {
+        up_flags: &["--always-pull-images"],
+        ..Options::default()
+    });
+    let image = s.push_busybox("app", "v1", None);
+    let mut seen = Vec::new();
+    for name in ["one", "two"] {
+        s.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: {image}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n"
+        ));
+        wait_until(&format!("{name} runs"), Duration::from_secs(30), || {
+            s.json(&["get", "pod", name])["status"]["phase"] == "Running"
+        });
+        assert_eq!(
+            s.json(&["get", "pod", name])["spec"]["containers"][0]["imagePullPolicy"],
+            "Always"
+        );
+        seen.push(s.registry_requests("manifest", "GET"));
+    }
+    assert!(
+        seen[0] >= 1 && seen[1] > seen[0],
+        "manifest GETs after each pod: {seen:?}"
+    );
 }
 
 /// Scenarios 2 and 3: `set image` rolls the Deployment to a new tag; `rollout status`
