@@ -848,6 +848,20 @@ fn pull_policies_show_at_the_registry_and_digests_pin() {
     );
 }
 
+/// (pod name, container ID) of the `app=app` pods.
+fn container_ids(s: &Stack) -> Vec<(String, String)> {
+    s.pods("app=app")
+        .iter()
+        .map(|p| {
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (
+                text(&p["metadata"]["name"]),
+                text(&p["status"]["containerStatuses"][0]["containerID"]),
+            )
+        })
+        .collect()
+}
+
 /// Scenario: the node agent killed and restarted adopts the running pods instead of
 /// restarting them.
 #[test]
@@ -859,22 +873,7 @@ fn a_restarted_node_agent_adopts_running_pods() {
     let image = s.push_busybox("app", "v1", None);
     s.apply(&deployment("app", &image, 2, ""));
     s.kubectl(&["rollout", "status", "deployment/app", "--timeout=60s"]);
-    let before: Vec<(String, String)> = s
-        .pods("app=app")
-        .iter()
-        .map(|p| {
-            (
-                p["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                p["status"]["containerStatuses"][0]["containerID"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
-        .collect();
+    let before = container_ids(&s);
     let mut node = s.node.take().expect("node");
     node.kill().expect("kill -9 the node agent");
     let _ = node.wait();
@@ -882,22 +881,7 @@ fn a_restarted_node_agent_adopts_running_pods() {
     s.start_node();
     // Let the new agent sync every pod.
     std::thread::sleep(Duration::from_secs(4));
-    let after: Vec<(String, String)> = s
-        .pods("app=app")
-        .iter()
-        .map(|p| {
-            (
-                p["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                p["status"]["containerStatuses"][0]["containerID"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
-        .collect();
+    let after = container_ids(&s);
     assert_eq!(before, after, "pods were restarted");
     for pod in s.pods("app=app") {
         assert!(running_ready(&pod));

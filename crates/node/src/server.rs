@@ -375,15 +375,7 @@ async fn run_exec(
         Ok(c) => c,
         Err(e) => {
             let status = json!({"metadata": {}, "status": "Failure", "message": e.to_string()});
-            let _ = socket
-                .send(frame(ERROR, status.to_string().as_bytes()))
-                .await;
-            let _ = socket
-                .send(Message::Close(Some(axum::extract::ws::CloseFrame {
-                    code: 1000,
-                    reason: "".into(),
-                })))
-                .await;
+            finish(&mut socket, &status).await;
             return;
         }
     };
@@ -465,17 +457,25 @@ async fn run_exec(
                         "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
                     })
                 };
-                let _ = socket.send(frame(ERROR, status.to_string().as_bytes())).await;
-                let _ = socket
-                    .send(Message::Close(Some(axum::extract::ws::CloseFrame {
-                        code: 1000,
-                        reason: "".into(),
-                    })))
-                    .await;
+                finish(&mut socket, &status).await;
                 return;
             }
         }
     }
+}
+
+/// Ends an exec stream: the outcome on the error channel, then a normal close (kubectl
+/// reports a close without a status code as an error).
+async fn finish(socket: &mut WebSocket, status: &serde_json::Value) {
+    let _ = socket
+        .send(frame(ERROR, status.to_string().as_bytes()))
+        .await;
+    let _ = socket
+        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+            code: 1000,
+            reason: "".into(),
+        })))
+        .await;
 }
 
 fn frame(channel: u8, bytes: &[u8]) -> Message {

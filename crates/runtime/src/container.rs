@@ -149,15 +149,20 @@ impl Runtime {
         Ok(Exit::from(status))
     }
 
-    /// Removes a container's bundle (unmounting its root filesystem first).
-    pub fn remove_bundle(&self, id: &str, rootfs: &RootFs) -> Result<(), RuntimeError> {
-        // The runtime removes its own state when `run` returns; make sure of it.
+    /// Has the runtime forget the container (killing what is left of it).
+    fn delete_runtime_state(&self, id: &str) {
         let _ = self
             .runtime_command()
             .args(["delete", "--force", id])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+
+    /// Removes a container's bundle (unmounting its root filesystem first).
+    pub fn remove_bundle(&self, id: &str, rootfs: &RootFs) -> Result<(), RuntimeError> {
+        // The runtime removes its own state when `run` returns; make sure of it.
+        self.delete_runtime_state(id);
         rootfs.unmount().map_err(|source| RuntimeError::Io {
             path: rootfs.path().to_path_buf(),
             source,
@@ -508,20 +513,9 @@ impl Runtime {
                 for p in pumps {
                     let _ = p.join();
                 }
-                let ended = Ended {
-                    code,
-                    finished: now(),
-                };
-                let exit_path = self.exit_path(id);
-                let text = serde_json::to_vec(&ended).unwrap_or_default();
-                std::fs::write(&exit_path, text).map_err(Self::io_err(&exit_path))?;
+                self.record_exit(id, Exit { code })?;
                 // The runtime keeps a created container's state until it is deleted.
-                let _ = self
-                    .runtime_command()
-                    .args(["delete", "--force", id])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
+                self.delete_runtime_state(id);
                 if self.record(id)?.is_some_and(|r| r.auto_remove) {
                     self.remove(id)?;
                 }
