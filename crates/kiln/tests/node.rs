@@ -501,6 +501,24 @@ fn a_deployment_runs_serves_http_and_answers_logs_and_exec() {
             "no {reason} event in {events:?}"
         );
     }
+    // With a terminal (kubectl -it under `script`, which gives it one).
+    let out = Command::new(which("script"))
+        .args([
+            "-qec",
+            &format!("kubectl exec -it {first} -- sh -c 'tty; exit 4'"),
+            "/dev/null",
+        ])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .env("HOME", s.env.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/dev/pts/"),
+        "no terminal in the container: {text}"
+    );
+    assert_eq!(out.status.code(), Some(4), "{text}");
     // Scenario 12: the node's own view, as crictl shows it.
     let ps = s.kiln_ok(&["crictl", "ps"]);
     let header: Vec<&str> = ps

@@ -314,6 +314,7 @@ const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
 const STDERR: u8 = 2;
 const ERROR: u8 = 3;
+const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
 
 async fn exec(
@@ -366,11 +367,54 @@ async fn run_exec(
     tty: bool,
 ) {
     use std::process::Stdio;
+    type Reader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+    type Writer = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
     let mut cmd = tokio::process::Command::from(node.runtime.exec_command(&id, &command, tty));
-    cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.kill_on_drop(true);
+    // With a terminal, the runtime is given one of ours (a pseudo-terminal whose other side
+    // is relayed over the socket); it puts that into raw mode and relays it to the one it
+    // makes inside the container, resizing that when ours is resized.
+    let terminal = if tty {
+        match Terminal::open() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let status = json!({"metadata": {}, "status": "Failure", "message": format!("allocating a terminal: {e}")});
+                finish(&mut socket, &status).await;
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    match &terminal {
+        Some(t) => {
+            let (a, b, c) = match (t.follower(), t.follower(), t.follower()) {
+                (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+                _ => {
+                    let status = json!({"metadata": {}, "status": "Failure", "message": "allocating a terminal"});
+                    finish(&mut socket, &status).await;
+                    return;
+                }
+            };
+            cmd.stdin(Stdio::from(a))
+                .stdout(Stdio::from(b))
+                .stderr(Stdio::from(c));
+            // SAFETY: setsid and ioctl are async-signal-safe; the terminal becomes the
+            // runtime's controlling terminal, so resizes reach it as SIGWINCH.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::setsid();
+                    libc::ioctl(0, libc::TIOCSCTTY, 0);
+                    Ok(())
+                });
+            }
+        }
+        None => {
+            cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -379,22 +423,39 @@ async fn run_exec(
             return;
         }
     };
-    let mut child_in = child.stdin.take();
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
+    let (mut child_in, readers): (Option<Writer>, Vec<(u8, Option<Reader>)>) = match &terminal {
+        Some(t) => {
+            let (reader, writer) = match (t.leader(), t.leader()) {
+                (Ok(r), Ok(w)) => (r, w),
+                _ => {
+                    let _ = child.start_kill();
+                    return;
+                }
+            };
+            (
+                stdin.then(|| Box::new(tokio::fs::File::from_std(writer)) as Writer),
+                vec![(
+                    STDOUT,
+                    Some(Box::new(tokio::fs::File::from_std(reader)) as Reader),
+                )],
+            )
+        }
+        None => (
+            child.stdin.take().map(|w| Box::new(w) as Writer),
+            vec![
+                (STDOUT, child.stdout.take().map(|r| Box::new(r) as Reader)),
+                (STDERR, child.stderr.take().map(|r| Box::new(r) as Reader)),
+            ],
+        ),
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(u8, Vec<u8>)>(32);
-    for (channel, reader) in [
-        (
-            STDOUT,
-            out.take()
-                .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        ),
-        (
-            STDERR,
-            err.take()
-                .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        ),
-    ] {
+    drop(cmd);
+    if let Some(t) = &terminal {
+        // Only the runtime holds the terminal's other side now: when it ends, reads of
+        // ours end.
+        t.close_follower();
+    }
+    for (channel, reader) in readers {
         let Some(mut reader) = reader else { continue };
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -433,6 +494,14 @@ async fn run_exec(
                     }
                     // v5: the client closed a stream; stdin is the only one it writes.
                     Some(&CLOSE) if data.get(1) == Some(&STDIN) => child_in = None,
+                    Some(&RESIZE) => {
+                        if let (Some(t), Ok(size)) = (&terminal, serde_json::from_slice::<serde_json::Value>(&data[1..])) {
+                            t.resize(
+                                size["Width"].as_u64().unwrap_or(80) as u16,
+                                size["Height"].as_u64().unwrap_or(24) as u16,
+                            );
+                        }
+                    }
                     _ => {}
                 },
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
@@ -461,6 +530,76 @@ async fn run_exec(
                 return;
             }
         }
+    }
+}
+
+/// A pseudo-terminal: the leader side is relayed over the socket, the follower side is the
+/// runtime's terminal.
+struct Terminal {
+    leader: std::os::fd::OwnedFd,
+    follower: std::sync::Mutex<Option<std::os::fd::OwnedFd>>,
+}
+
+impl Terminal {
+    fn open() -> std::io::Result<Terminal> {
+        use std::os::fd::FromRawFd;
+        let (mut leader, mut follower) = (0, 0);
+        // SAFETY: openpty writes two new descriptors; name, termios and size may be null.
+        let rc = unsafe {
+            libc::openpty(
+                &mut leader,
+                &mut follower,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just created and are owned here alone.
+        unsafe {
+            for fd in [leader, follower] {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+            Ok(Terminal {
+                leader: std::os::fd::OwnedFd::from_raw_fd(leader),
+                follower: std::sync::Mutex::new(Some(std::os::fd::OwnedFd::from_raw_fd(follower))),
+            })
+        }
+    }
+
+    fn leader(&self) -> std::io::Result<std::fs::File> {
+        Ok(std::fs::File::from(self.leader.try_clone()?))
+    }
+
+    fn follower(&self) -> std::io::Result<std::fs::File> {
+        let guard = self
+            .follower
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
+        match guard.as_ref() {
+            Some(fd) => Ok(std::fs::File::from(fd.try_clone()?)),
+            None => Err(std::io::Error::other("the terminal is handed over")),
+        }
+    }
+
+    fn close_follower(&self) {
+        if let Ok(mut f) = self.follower.lock() {
+            f.take();
+        }
+    }
+
+    fn resize(&self, width: u16, height: u16) {
+        use std::os::fd::AsRawFd;
+        let size = libc::winsize {
+            ws_row: height,
+            ws_col: width,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads the winsize struct passed by pointer.
+        unsafe { libc::ioctl(self.leader.as_raw_fd(), libc::TIOCSWINSZ, &size) };
     }
 }
 
