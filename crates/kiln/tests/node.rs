@@ -1285,6 +1285,18 @@ fn containers_restart_as_their_policy_says_and_probes_restart_them() {
         },
     );
 
+    // Two containers of one pod share its network: the second reaches the first on localhost.
+    s.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: pair}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: server\n    image: {image}\n    command: [sh, -c, 'mkdir -p /www; echo shared > /www/index.html; exec httpd -f -p 8080 -h /www']\n  - name: client\n    image: {image}\n    command: [sh, -c, 'until wget -qO- http://127.0.0.1:8080/; do sleep 0.2; done; grep -c pair /etc/hosts; sleep 3600']\n"
+    ));
+    wait_until(
+        "the client reached the server over localhost",
+        Duration::from_secs(30),
+        || {
+            s.kubectl_output(&["logs", "pair", "-c", "client"])
+                .is_ok_and(|l| l == "shared\n1\n")
+        },
+    );
     wait_until("the hostNetwork pod runs", Duration::from_secs(30), || {
         s.json(&["get", "pod", "host"])["status"]["phase"] == "Running"
     });
