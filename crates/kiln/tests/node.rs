@@ -1329,6 +1329,38 @@ fn containers_restart_as_their_policy_says_and_probes_restart_them() {
     );
 }
 
+/// A new image set on a running pod restarts its container with that image, as the
+/// kubelet does when a container's definition changes.
+#[test]
+fn a_changed_container_definition_restarts_the_container() {
+    let s = Stack::start(Options::default());
+    let v1 = s.push_busybox("app", "v1", None);
+    let v2 = s.push_busybox("app", "v2", None);
+    s.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: single}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: {v1}\n    command: [sh, -c, 'cat /tag; exec sleep 3600']\n"
+    ));
+    wait_until("v1 runs", Duration::from_secs(30), || {
+        s.kubectl_output(&["logs", "single"])
+            .is_ok_and(|l| l == "app:v1\n")
+    });
+    s.kubectl(&["set", "image", "pod/single", &format!("app={v2}")]);
+    wait_until("v2 runs in the same pod", Duration::from_secs(30), || {
+        s.kubectl_output(&["logs", "single"])
+            .is_ok_and(|l| l == "app:v2\n")
+    });
+    let status = &s.json(&["get", "pod", "single"])["status"]["containerStatuses"][0];
+    assert_eq!(status["restartCount"], 1, "{status}");
+    assert_eq!(status["image"], v2.as_str(), "{status}");
+    assert!(
+        s.events("single")
+            .iter()
+            .any(|e| e.0 == "Killing"
+                && e.1 == "Container app definition changed, will be restarted"),
+        "{:?}",
+        s.events("single")
+    );
+}
+
 /// Graceful termination: SIGTERM first; a process that handles it ends at once, one that
 /// ignores it is killed when the grace period ends.
 #[test]

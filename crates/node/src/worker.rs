@@ -28,6 +28,9 @@ pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
 pub const LABEL_ATTEMPT: &str = "io.kubernetes.container.restartCount";
 pub const LABEL_SANDBOX: &str = "io.kubernetes.sandbox.id";
 pub const LABEL_IMAGE_ID: &str = "io.kubernetes.container.imageID";
+/// A digest of the container's spec when it was started: a changed spec (a new image set on
+/// the pod) restarts it, as the kubelet's container hash does.
+pub const LABEL_HASH: &str = "io.kubernetes.container.hash";
 
 /// A pod's sandbox: what its containers share.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -59,6 +62,7 @@ struct Instance {
     id: String,
     started: i64,
     image_id: String,
+    hash: String,
 }
 
 #[derive(Debug, Default)]
@@ -241,6 +245,7 @@ impl Worker {
                     id: record.id.clone(),
                     started: record.created,
                     image_id: state.image_id.clone(),
+                    hash: record.labels.get(LABEL_HASH).cloned().unwrap_or_default(),
                 };
                 state.current = Some(instance);
                 if let Some(e) = ended {
@@ -356,7 +361,35 @@ impl Worker {
                 return None;
             }
             let Some(ended) = self.node.runtime.ended(&instance.id) else {
-                return None; // still running
+                let hash = self.spec_hash(&name);
+                if instance.hash.is_empty() || instance.hash == hash {
+                    return None; // still running, as specified
+                }
+                self.event(
+                    "Normal",
+                    "Killing",
+                    &format!("Container {name} definition changed, will be restarted"),
+                    Some(&name),
+                );
+                let grace = Duration::from_secs(self.pod.grace_period_seconds() as u64);
+                let runtime = self.node.runtime.clone();
+                let id = instance.id.clone();
+                let _ = tokio::task::spawn_blocking(move || runtime.stop(&id, grace)).await;
+                let ended = self.node.runtime.ended(&instance.id);
+                if let Some(state) = self.states.get_mut(&name) {
+                    // Restarted whatever the restart policy: the definition changed.
+                    state.last = Some(Terminated::new(
+                        ended.as_ref().map_or(137, |e| e.code),
+                        instance.started,
+                        ended.map_or_else(kiln_runtime::container::unix_now, |e| e.finished),
+                        &container_id(&instance.id),
+                    ));
+                    state.previous = Some(instance.id.clone());
+                    state.current = None;
+                    state.ready = false;
+                    state.started_probe_ok = false;
+                }
+                return Some(Duration::ZERO);
             };
             let terminated = Terminated::new(
                 ended.code,
@@ -505,6 +538,21 @@ impl Worker {
         }
     }
 
+    /// The digest of what a container is started from: its entry in the pod's spec as the
+    /// API server holds it (keys sorted, so stable across versions of kiln).
+    fn spec_hash(&self, name: &str) -> String {
+        use sha2::Digest;
+        let entry = ["containers", "initContainers"]
+            .iter()
+            .filter_map(|list| self.object["spec"][*list].as_array())
+            .flatten()
+            .find(|c| c["name"] == name)
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        let digest = sha2::Sha256::digest(entry.as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Keeps the current and one previous instance of a container; removes older ones.
     fn prune_old_instances(&self, name: &str) {
         let keep: Vec<String> = self
@@ -634,6 +682,8 @@ impl Worker {
         labels.insert(LABEL_ATTEMPT.into(), attempt.to_string());
         labels.insert(LABEL_SANDBOX.into(), sandbox.id.clone());
         labels.insert(LABEL_IMAGE_ID.into(), image.image_id.clone());
+        let hash = self.spec_hash(&container.name);
+        labels.insert(LABEL_HASH.into(), hash.clone());
         let node = self.node.clone();
         let image = image.clone();
         let display_image = container.image.clone();
@@ -669,6 +719,7 @@ impl Worker {
                 id,
                 started: record.created,
                 image_id: image.image_id,
+                hash,
             })
         })
         .await
