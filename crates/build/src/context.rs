@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::ignore::{IgnoreError, IgnoreRules};
+use crate::ignore::{clean, IgnoreError, IgnoreRules};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -187,29 +187,6 @@ impl Context {
             }
         }
         Ok(format!("sha256:{:x}", hash.finalize()))
-    }
-}
-
-/// Go's `filepath.Clean` for relative, '/'-separated paths.
-fn clean(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|p| *p != "..") {
-                    parts.pop();
-                } else {
-                    parts.push("..");
-                }
-            }
-            p => parts.push(p),
-        }
-    }
-    if parts.is_empty() {
-        ".".into()
-    } else {
-        parts.join("/")
     }
 }
 

@@ -26,7 +26,7 @@ pub struct IgnoreRules {
 }
 
 /// Cleans a path as Go's `filepath.Clean` does (for relative, '/'-separated paths).
-fn clean(path: &str) -> String {
+pub(crate) fn clean(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {
