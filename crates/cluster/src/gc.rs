@@ -11,12 +11,14 @@
 //! It follows the store's change feed and, on start, scans everything once, so deletes
 //! that happened while the server was down are finished too.
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::api::read::current;
+
 use crate::api::write::{delete_object, DeleteOptions};
 use crate::api::{decode_stored, Shared, Target};
 use crate::objects::{meta_str, name_of};
@@ -35,9 +37,54 @@ pub fn spawn(server: Shared) {
     });
 }
 
+/// Which objects name which owners, kept from the change feed, so that a deletion finds
+/// its dependents without listing and decoding its whole namespace.
+#[derive(Default)]
+struct OwnerIndex {
+    /// Owner uid -> keys of the objects that name it.
+    dependents: HashMap<String, BTreeSet<String>>,
+    /// Key -> the owner uids it names.
+    owners: HashMap<String, Vec<String>>,
+}
+
+impl OwnerIndex {
+    fn set(&mut self, key: &str, owners: Vec<String>) {
+        self.remove(key);
+        if owners.is_empty() {
+            return;
+        }
+        for uid in &owners {
+            self.dependents
+                .entry(uid.clone())
+                .or_default()
+                .insert(key.to_string());
+        }
+        self.owners.insert(key.to_string(), owners);
+    }
+
+    fn remove(&mut self, key: &str) {
+        for uid in self.owners.remove(key).unwrap_or_default() {
+            if let Some(keys) = self.dependents.get_mut(&uid) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.dependents.remove(&uid);
+                }
+            }
+        }
+    }
+
+    fn keys_of(&self, uid: &str) -> Vec<String> {
+        self.dependents
+            .get(uid)
+            .map(|k| k.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
 async fn run(s: &Shared) -> Result<(), StoreError> {
     let from = s.store.current_revision().await?;
-    sweep(s).await;
+    let mut index = OwnerIndex::default();
+    sweep(s, &mut index).await;
     let mut events = s.store.watch("/registry/", from).await?;
     while let Some(event) = events.next().await {
         let event = event?;
@@ -47,9 +94,13 @@ async fn run(s: &Shared) -> Result<(), StoreError> {
         let Ok(object) = decode_stored(&event.value, event.revision) else {
             continue;
         };
+        match event.kind {
+            EventKind::Delete => index.remove(&event.key),
+            EventKind::Put => index.set(&event.key, owner_uids(&object)),
+        }
         let outcome = match event.kind {
-            EventKind::Delete => gone(s, &rt, namespace.as_deref(), &object).await,
-            EventKind::Put => changed(s, &rt, namespace.as_deref(), &object).await,
+            EventKind::Delete => gone(s, &index, &rt, namespace.as_deref(), &object).await,
+            EventKind::Put => changed(s, &index, &rt, namespace.as_deref(), &object).await,
         };
         if let Err(e) = outcome {
             tracing::warn!(key = %event.key, error = %e, "garbage collection step failed");
@@ -59,7 +110,7 @@ async fn run(s: &Shared) -> Result<(), StoreError> {
 }
 
 /// Every object once: unfinished deletes, and dependents whose owners are gone.
-async fn sweep(s: &Shared) {
+async fn sweep(s: &Shared, index: &mut OwnerIndex) {
     let mut uids = std::collections::HashSet::new();
     let mut all = Vec::new();
     for rt in TYPES {
@@ -71,10 +122,12 @@ async fn sweep(s: &Shared) {
                 if let Some(uid) = meta_str(&object, "uid") {
                     uids.insert(uid.to_string());
                 }
+                index.set(&entry.key, owner_uids(&object));
                 all.push((*rt, object));
             }
         }
     }
+    let index = &*index;
     for (rt, object) in &all {
         let namespace = meta_str(object, "namespace");
         let owners = owner_uids(object);
@@ -82,7 +135,7 @@ async fn sweep(s: &Shared) {
         let result = if orphaned {
             delete(s, rt, namespace, name_of(object)).await
         } else {
-            changed(s, rt, namespace, object).await
+            changed(s, index, rt, namespace, object).await
         };
         if let Err(e) = result {
             tracing::warn!(name = name_of(object), error = %e, "garbage collection sweep step failed");
@@ -110,19 +163,27 @@ fn has_finalizer(object: &Value, name: &str) -> bool {
 }
 
 /// Objects that name `uid` as an owner: in `namespace`, or anywhere for a cluster-scoped
-/// owner.
-async fn dependents(s: &Shared, namespace: Option<&str>, uid: &str) -> Vec<(ResourceType, Value)> {
+/// owner. Read current from the store; the index only says where to look.
+async fn dependents(
+    s: &Shared,
+    index: &OwnerIndex,
+    namespace: Option<&str>,
+    uid: &str,
+) -> Vec<(ResourceType, Value)> {
     let mut out = Vec::new();
-    for rt in TYPES.iter().filter(|t| t.namespaced || namespace.is_none()) {
-        let prefix = rt.key_prefix(namespace);
-        let Ok(page) = s.store.list(&prefix, None, 0, None).await else {
+    for key in index.keys_of(uid) {
+        let Some((rt, ns, _)) = ResourceType::of_key(&key) else {
             continue;
         };
-        for entry in page.entries {
-            if let Ok(object) = decode_stored(&entry.value, entry.mod_revision) {
-                if owner_uids(&object).iter().any(|u| u == uid) {
-                    out.push((*rt, object));
-                }
+        if namespace.is_some() && ns.as_deref() != namespace {
+            continue;
+        }
+        let Ok(Some(entry)) = s.store.get(&key).await else {
+            continue;
+        };
+        if let Ok(object) = decode_stored(&entry.value, entry.mod_revision) {
+            if owner_uids(&object).iter().any(|u| u == uid) {
+                out.push((rt, object));
             }
         }
     }
@@ -199,13 +260,14 @@ fn remove_finalizer(object: &mut Value, name: &str) {
 /// An object was deleted: its dependents follow, and a foreground owner may now be free.
 async fn gone(
     s: &Shared,
+    index: &OwnerIndex,
     rt: &ResourceType,
     namespace: Option<&str>,
     object: &Value,
 ) -> ApiResult<()> {
     if let Some(uid) = meta_str(object, "uid") {
         let scope = if rt.namespaced { namespace } else { None };
-        for (drt, dependent) in dependents(s, scope, uid).await {
+        for (drt, dependent) in dependents(s, index, scope, uid).await {
             delete(
                 s,
                 &drt,
@@ -219,7 +281,7 @@ async fn gone(
     if let Some(ns) = namespace.filter(|_| rt.namespaced) {
         let t = Target::object(NAMESPACES, None, ns);
         if let Ok((owner, _)) = current(s, &t).await {
-            changed(s, &NAMESPACES, None, &owner).await?;
+            changed(s, index, &NAMESPACES, None, &owner).await?;
         }
     }
     // Owners waiting in the foreground for this object.
@@ -240,7 +302,7 @@ async fn gone(
             };
             let t = Target::object(owner_rt, namespace, name);
             if let Ok((owner, _)) = current(s, &t).await {
-                changed(s, &owner_rt, t.namespace.as_deref(), &owner).await?;
+                changed(s, index, &owner_rt, t.namespace.as_deref(), &owner).await?;
             }
         }
     }
@@ -250,6 +312,7 @@ async fn gone(
 /// An object changed: finish its deletion if it is marked for one.
 async fn changed(
     s: &Shared,
+    index: &OwnerIndex,
     rt: &ResourceType,
     namespace: Option<&str>,
     object: &Value,
@@ -261,7 +324,7 @@ async fn changed(
     let uid = meta_str(object, "uid").unwrap_or("").to_string();
     let scope = if rt.namespaced { namespace } else { None };
     if has_finalizer(object, "orphan") {
-        for (drt, dependent) in dependents(s, scope, &uid).await {
+        for (drt, dependent) in dependents(s, index, scope, &uid).await {
             let dt = Target::object(drt, meta_str(&dependent, "namespace"), name_of(&dependent));
             edit(s, &dt, |d| {
                 if let Some(refs) = d
@@ -276,7 +339,7 @@ async fn changed(
         edit(s, &t, |o| remove_finalizer(o, "orphan")).await?;
     }
     if has_finalizer(object, "foregroundDeletion") {
-        let remaining = dependents(s, scope, &uid).await;
+        let remaining = dependents(s, index, scope, &uid).await;
         if remaining.is_empty() {
             edit(s, &t, |o| remove_finalizer(o, "foregroundDeletion")).await?;
         } else {
