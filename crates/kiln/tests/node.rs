@@ -346,6 +346,14 @@ impl Drop for Stack {
             "--grace-period=1",
             "--timeout=60s",
         ]);
+        // A finished pod leaves the API at once; the node still has to release its network.
+        let pods = self.root().join("node/pods");
+        let start = Instant::now();
+        while std::fs::read_dir(&pods).is_ok_and(|mut d| d.next().is_some())
+            && start.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         if let Some(mut node) = self.node.take() {
             let _ = node.kill();
             let _ = node.wait();
