@@ -56,6 +56,16 @@ impl CredentialProvider for Anonymous {
     }
 }
 
+/// One credential (or none) for whichever registry is asked about: for a caller that has
+/// already decided which credential applies (a node's keyring, `crictl pull --creds`).
+pub struct Fixed(pub Option<Credentials>);
+
+impl CredentialProvider for Fixed {
+    fn credentials(&self, _: &str) -> Result<Option<Credentials>, CredentialError> {
+        Ok(self.0.clone())
+    }
+}
+
 /// A fixed set, keyed by registry host.
 #[derive(Default)]
 pub struct StaticCredentials(pub BTreeMap<String, Credentials>);

@@ -1441,17 +1441,6 @@ fn tail_start(data: &[u8], n: i64) -> usize {
 // pull, rmi
 
 /// One credential for whichever registry is asked about (`--creds`).
-struct Only(Credentials);
-
-impl CredentialProvider for Only {
-    fn credentials(
-        &self,
-        _: &str,
-    ) -> Result<Option<Credentials>, kiln_client::credentials::CredentialError> {
-        Ok(Some(self.0.clone()))
-    }
-}
-
 fn pull(root: &Path, args: &PullArgs) -> Result<()> {
     if args.image.is_empty() {
         bail!("image name cannot be empty");
@@ -1466,7 +1455,9 @@ fn pull(root: &Path, args: &PullArgs) -> Result<()> {
             if user.is_empty() {
                 bail!("--creds: username can't be empty");
             }
-            Arc::new(Only(Credentials::new(user, password)))
+            Arc::new(kiln_client::credentials::Fixed(Some(Credentials::new(
+                user, password,
+            ))))
         }
         None => {
             let path = DockerConfig::default_path();

@@ -223,6 +223,13 @@ impl Backoff {
         }
     }
 
+    /// How long until `key`'s back-off ends (zero if it has none or it is over).
+    pub fn remaining(&self, key: &str, now: Instant) -> Duration {
+        self.last_update(key)
+            .map(|at| (at + self.get(key)).saturating_duration_since(now))
+            .unwrap_or_default()
+    }
+
     /// Forgets `key` (`Reset` / `DeleteEntry`).
     pub fn reset(&mut self, key: &str) {
         self.entries.remove(key);

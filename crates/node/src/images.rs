@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_client::{Client, CredentialProvider, Credentials, PullOptions, Silent, TransportOptions};
+use kiln_client::credentials::Fixed;
+use kiln_client::{Client, Credentials, PullOptions, Silent, TransportOptions};
 use kiln_image::{ImageStore, Platform, PullPolicy, Reference};
 use serde_json::Value;
 
@@ -48,19 +49,6 @@ pub struct ImageManager {
     node_keyring: Keyring,
     transport: TransportOptions,
     platform: Platform,
-}
-
-/// One credential, given for whichever registry the client asks about: the keyring has
-/// already decided that it applies.
-struct Only(Option<Credentials>);
-
-impl CredentialProvider for Only {
-    fn credentials(
-        &self,
-        _: &str,
-    ) -> Result<Option<Credentials>, kiln_client::credentials::CredentialError> {
-        Ok(self.0.clone())
-    }
 }
 
 impl ImageManager {
@@ -249,7 +237,7 @@ impl ImageManager {
         reference: &Reference,
         credential: Option<Credentials>,
     ) -> Result<(Ensured, u64), String> {
-        let client = Client::new(self.transport.clone(), Arc::new(Only(credential)))
+        let client = Client::new(self.transport.clone(), Arc::new(Fixed(credential)))
             .map_err(|e| e.to_string())?;
         let store = ImageStore::open(&self.root).map_err(|e| e.to_string())?;
         let lease = store.lease().map_err(|e| e.to_string())?;
@@ -280,14 +268,9 @@ impl ImageManager {
     /// How long until the back-off of `image` for the pod `uid` lets a pull be tried.
     pub fn backoff_remaining(&self, uid: &str, image: &str) -> Duration {
         let key = format!("{uid}_{image}");
-        let now = Instant::now();
         self.backoff
             .lock()
-            .ok()
-            .and_then(|b| {
-                b.last_update(&key)
-                    .map(|at| (at + b.get(&key)).saturating_duration_since(now))
-            })
+            .map(|b| b.remaining(&key, Instant::now()))
             .unwrap_or_default()
     }
 
@@ -299,34 +282,10 @@ impl ImageManager {
     }
 }
 
-/// A duration as Go's `time.Duration.String` prints it after truncation to milliseconds
-/// (`552ms`, `1.234s`, `2m3.5s`), as the kubelet's messages show durations.
+/// A duration as the kubelet's messages print it: truncated to milliseconds, then in Go's
+/// `time.Duration.String` form (`552ms`, `1.234s`, `2m3.5s`).
 pub fn go_duration(d: Duration) -> String {
-    let ms = d.as_millis() as u64;
-    if ms == 0 {
-        return "0s".into();
-    }
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let (hours, rest) = (ms / 3_600_000, ms % 3_600_000);
-    let (minutes, rest) = (rest / 60_000, rest % 60_000);
-    let (seconds, millis) = (rest / 1000, rest % 1000);
-    let mut out = String::new();
-    if hours > 0 {
-        out.push_str(&format!("{hours}h"));
-    }
-    if hours > 0 || minutes > 0 {
-        out.push_str(&format!("{minutes}m"));
-    }
-    out.push_str(&seconds.to_string());
-    if millis > 0 {
-        let frac = format!("{millis:03}");
-        out.push('.');
-        out.push_str(frac.trim_end_matches('0'));
-    }
-    out.push('s');
-    out
+    crate::config::format_go_duration(Duration::from_millis(d.as_millis() as u64))
 }
 
 #[cfg(test)]

@@ -429,13 +429,9 @@ impl Worker {
                 .crash_backoff
                 .lock()
                 .map(|b| {
-                    let remaining = b
-                        .last_update(&key)
-                        .map(|at| (at + b.get(&key)).saturating_duration_since(now))
-                        .unwrap_or_default();
                     (
                         b.is_in_backoff_since_update(&key, now),
-                        remaining,
+                        b.remaining(&key, now),
                         b.get(&key),
                     )
                 })
