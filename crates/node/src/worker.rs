@@ -32,6 +32,9 @@ pub const LABEL_IMAGE_ID: &str = "io.kubernetes.container.imageID";
 /// the pod) restarts it, as the kubelet's container hash does.
 pub const LABEL_HASH: &str = "io.kubernetes.container.hash";
 
+/// How often ConfigMap and Secret volumes are written again from the API.
+const VOLUME_REFRESH: Duration = Duration::from_secs(60);
+
 /// A pod's sandbox: what its containers share.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Sandbox {
@@ -98,7 +101,8 @@ pub struct Worker {
     sandbox: Option<Sandbox>,
     states: BTreeMap<String, ContainerState>,
     last_status: Option<Value>,
-    secrets: Vec<Value>,
+    /// When ConfigMap and Secret volumes were last written from the API.
+    volumes_refreshed: Option<Instant>,
     start_time: i64,
     volumes: HashMap<String, PathBuf>,
 }
@@ -120,7 +124,7 @@ impl Worker {
             sandbox: None,
             states: BTreeMap::new(),
             last_status: None,
-            secrets: Vec::new(),
+            volumes_refreshed: None,
             start_time: kiln_runtime::container::unix_now(),
             volumes: HashMap::new(),
         }
@@ -290,7 +294,6 @@ impl Worker {
             self.report().await;
             return Ok(Next::After(Duration::from_secs(5)));
         }
-        self.secrets = self.pull_secrets().await;
         let mut wake = Duration::from_secs(if self.any_running() { 1 } else { 10 });
 
         // Init containers, one after another; the regular ones only when all succeeded.
@@ -461,15 +464,12 @@ impl Worker {
                 return Some(remaining.max(Duration::from_millis(100)));
             }
         }
+        // Read only when an image is about to be ensured, not on every sync of a running pod.
+        let secrets = self.pull_secrets().await;
         let ensured = match self
             .node
             .images
-            .ensure(
-                &self.object,
-                container,
-                &self.field_path(&name),
-                &self.secrets,
-            )
+            .ensure(&self.object, container, &self.field_path(&name), &secrets)
             .await
         {
             Ok(e) => e,
@@ -920,8 +920,17 @@ impl Worker {
     /// Secret volumes.
     async fn prepare_volumes(&mut self) -> Result<(), String> {
         let base = self.pod_dir().join("volumes");
+        // ConfigMap and Secret contents are written again at most once per sync period (the
+        // kubelet's syncFrequency), not on every look at the pod.
+        let refresh = self
+            .volumes_refreshed
+            .is_none_or(|at| at.elapsed() >= VOLUME_REFRESH);
+        if refresh {
+            self.volumes_refreshed = Some(Instant::now());
+        }
         for v in self.pod.spec.volumes.clone() {
-            if self.volumes.contains_key(&v.name) && v.config_map.is_none() && v.secret.is_none() {
+            let keyed = v.config_map.is_some() || v.secret.is_some();
+            if self.volumes.contains_key(&v.name) && !(keyed && refresh) {
                 continue;
             }
             let path = if v.empty_dir.is_some() {
