@@ -191,7 +191,7 @@ impl Context {
 }
 
 /// `filepath.Match` as an anchored regular expression: wildcards stay within a component.
-fn glob_regex(pattern: &str) -> Result<regex::Regex, String> {
+pub(crate) fn glob_regex(pattern: &str) -> Result<regex::Regex, String> {
     let mut re = String::from("^");
     let mut chars = pattern.chars().peekable();
     while let Some(c) = chars.next() {

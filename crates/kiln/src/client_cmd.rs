@@ -311,6 +311,42 @@ pub fn pull(root: &Path, args: PullArgs) -> Result<()> {
     Ok(())
 }
 
+impl PushArgs {
+    /// `kiln push IMAGE` with these registry settings (`kiln build --push`).
+    pub fn for_image(image: &str, registry: RegistryArgs, quiet: bool) -> PushArgs {
+        PushArgs {
+            image: image.to_string(),
+            quiet,
+            concurrency: kiln_client::DEFAULT_CONCURRENCY,
+            registry,
+        }
+    }
+}
+
+/// Pulls `reference` for `platform` into the store without printing anything: a build's
+/// base image that is not in the store yet.
+pub fn fetch(
+    root: &Path,
+    reference: &Reference,
+    platform: &Platform,
+    registry: &RegistryArgs,
+) -> Result<()> {
+    let store = ImageStore::open(root)?;
+    let client = registry.client(reference.domain(), kiln_client::DEFAULT_CONCURRENCY)?;
+    let display = Display::new(TransferKind::Pull, true);
+    let options = PullOptions {
+        platform: Some(platform.clone()),
+        all_platforms: false,
+    };
+    let lease = store.lease()?;
+    let pulled = runtime()?
+        .block_on(client.pull(store.blobs(), reference, &options, &display))
+        .with_context(|| format!("pulling {reference}"))?;
+    store.tag(&pulled.target, reference)?;
+    drop(lease);
+    Ok(())
+}
+
 pub fn push(root: &Path, args: PushArgs) -> Result<()> {
     let store = ImageStore::open(root)?;
     let found = store.find(&args.image)?;

@@ -1,5 +1,6 @@
 //! The `kiln` command line.
 
+mod build_cmd;
 mod client_cmd;
 mod cluster_cmd;
 mod crictl_cmd;
@@ -35,6 +36,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build an image from a Dockerfile
+    Build(build_cmd::BuildArgs),
     /// Manage images in the local store
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
     let is_run = matches!(cli.command, Command::Run(_));
     let result = match cli.command {
         Command::Registry(cmd) => ok(registry_cmd::run(explicit_root.as_deref(), cmd)),
+        Command::Build(args) => ok(build_cmd::run(&root, args)),
         Command::Image(cmd) => ok(image_cmd::run(&root, cmd)),
         Command::Images(args) => ok(image_cmd::run(&root, image_cmd::ImageCommand::Ls(args))),
         Command::Tag(args) => ok(image_cmd::run(&root, image_cmd::ImageCommand::Tag(args))),

@@ -130,17 +130,32 @@ impl Runtime {
         interactive: bool,
         terminal: bool,
     ) -> Result<Exit, RuntimeError> {
+        let stdin = if interactive || terminal {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        self.run_with_stdio(id, stdin, Stdio::inherit(), Stdio::inherit())
+    }
+
+    /// Runs a prepared bundle until the container's process exits, its standard streams
+    /// connected to the given ones (a build step's output goes to a pipe, for example).
+    pub fn run_with_stdio(
+        &self,
+        id: &str,
+        stdin: Stdio,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<Exit, RuntimeError> {
         let status = self
             .runtime_command()
             .arg("run")
             .arg("--bundle")
             .arg(self.bundle_dir(id))
             .arg(id)
-            .stdin(if interactive || terminal {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
             .status()
             .map_err(|source| RuntimeError::Missing {
                 runtime: self.binary.clone(),
@@ -150,7 +165,7 @@ impl Runtime {
     }
 
     /// Has the runtime forget the container (killing what is left of it).
-    fn delete_runtime_state(&self, id: &str) {
+    pub fn delete_runtime_state(&self, id: &str) {
         let _ = self
             .runtime_command()
             .args(["delete", "--force", id])

@@ -204,8 +204,17 @@ impl Snapshots {
 
     /// The unpacked directories of `image`'s layers, lowest first, unpacking those missing.
     pub fn layers(&self, blobs: &BlobStore, image: &Image) -> Result<Vec<PathBuf>, SnapshotError> {
+        self.layer_dirs(blobs, &Self::layer_list(image)?)
+    }
+
+    /// The unpacked directories of layers given as (blob, diff ID) pairs, lowest first,
+    /// unpacking those missing.
+    pub fn layer_dirs(
+        &self,
+        blobs: &BlobStore,
+        list: &[(Digest, Digest)],
+    ) -> Result<Vec<PathBuf>, SnapshotError> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let list = Self::layer_list(image)?;
         let diff_ids: Vec<Digest> = list.iter().map(|(_, d)| d.clone()).collect();
         let mut out = Vec::new();
         for ((blob, diff_id), chain) in list.iter().zip(chain_ids(&diff_ids)) {
@@ -237,6 +246,37 @@ impl Snapshots {
         Ok(out)
     }
 
+    /// Keeps `dir`, an overlay upper directory whose changes were written as the layer with
+    /// chain ID `chain`, as that layer's snapshot: the directory holds exactly what unpacking
+    /// the layer would give, so the next step stacks on it without unpacking anything.
+    /// When the snapshot exists already `dir` is removed instead.
+    pub fn adopt(&self, dir: &Path, chain: &Digest) -> Result<PathBuf, SnapshotError> {
+        let done = self.dir.join(chain.hex());
+        if done.join("fs").is_dir() {
+            let _ = std::fs::remove_dir_all(dir);
+            return Ok(done.join("fs"));
+        }
+        let tmp = self.dir.join(format!("tmp-adopt-{}", chain.hex()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
+        std::fs::rename(dir, tmp.join("fs")).map_err(io_at(dir))?;
+        match std::fs::rename(&tmp, &done) {
+            Ok(()) => {}
+            Err(_) if done.join("fs").is_dir() => {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            Err(e) => return Err(io_at(&done)(e)),
+        }
+        Ok(done.join("fs"))
+    }
+
+    /// An empty directory to stand as the only lower layer of an image without layers.
+    pub fn empty_lower(&self) -> Result<PathBuf, SnapshotError> {
+        let empty = self.dir.join("empty");
+        std::fs::create_dir_all(&empty).map_err(io_at(&empty))?;
+        Ok(empty)
+    }
+
     /// A writable root filesystem for a container in `container_dir`: overlayfs over the
     /// image's layer snapshots, or a copy of them.
     pub fn prepare(
@@ -257,32 +297,55 @@ impl Snapshots {
         let upper = container_dir.join("upper");
         let work = container_dir.join("work");
         let merged = container_dir.join("rootfs");
-        for d in [&upper, &work, &merged] {
-            std::fs::create_dir_all(d).map_err(io_at(d))?;
-        }
-        // Uppermost layer first; an image without layers still needs a lower directory.
-        let mut lower: Vec<String> = layers
-            .iter()
-            .rev()
-            .map(|p| p.display().to_string())
-            .collect();
-        if lower.is_empty() {
-            let empty = self.dir.join("empty");
-            std::fs::create_dir_all(&empty).map_err(io_at(&empty))?;
-            lower.push(empty.display().to_string());
-        }
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.join(":"),
-            upper.display(),
-            work.display()
-        );
-        let c = |s: &str| std::ffi::CString::new(s).map_err(|_| io::Error::other("NUL in path"));
-        let mount_err = |source| SnapshotError::Mount {
-            path: merged.clone(),
-            source,
+        let layers = if layers.is_empty() {
+            vec![self.empty_lower()?]
+        } else {
+            layers
         };
-        let target = c(&merged.display().to_string()).map_err(mount_err)?;
+        mount_overlay(&layers, &upper, &work, &merged)?;
+        Ok(RootFs::Overlay { merged, upper })
+    }
+}
+
+/// Mounts overlayfs at `merged` over `lowers` (lowest first, at least one), writes going to
+/// `upper`; the three writable directories are created. Directory renames are copied up
+/// and file metadata changes copy whole files (no `redirect_dir`, no `metacopy`), so the
+/// upper directory alone always holds complete changes: a build step's layer is read
+/// straight from it.
+pub fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> Result<(), SnapshotError> {
+    for d in [upper, work, merged] {
+        std::fs::create_dir_all(d).map_err(io_at(d))?;
+    }
+    // Uppermost layer first.
+    let lower: Vec<String> = lowers
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let base = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    let c = |s: &str| std::ffi::CString::new(s).map_err(|_| io::Error::other("NUL in path"));
+    let mount_err = |source| SnapshotError::Mount {
+        path: merged.to_path_buf(),
+        source,
+    };
+    let target = c(&merged.display().to_string()).map_err(mount_err)?;
+    let mut last = io::Error::other("no mount attempted");
+    // Kernels built without the redirect_dir/metacopy features refuse the options; their
+    // defaults are the behaviour asked for.
+    for options in [
+        format!("{base},redirect_dir=off,metacopy=off"),
+        base.clone(),
+    ] {
         let data = c(&options).map_err(mount_err)?;
         // SAFETY: NUL-terminated strings; mounts overlayfs with the options built above.
         let rc = unsafe {
@@ -294,11 +357,48 @@ impl Snapshots {
                 data.as_ptr().cast(),
             )
         };
-        if rc != 0 {
-            return Err(mount_err(io::Error::last_os_error()));
+        if rc == 0 {
+            return Ok(());
         }
-        Ok(RootFs::Overlay { merged, upper })
+        last = io::Error::last_os_error();
+        if last.raw_os_error() != Some(libc::EINVAL) {
+            break;
+        }
     }
+    Err(mount_err(last))
+}
+
+/// Mounts `lowers` (lowest first) read-only at `merged`: a view of an image's files with
+/// nothing to write to (a build's `COPY --from` source).
+pub fn mount_read_only(lowers: &[PathBuf], merged: &Path) -> Result<(), SnapshotError> {
+    std::fs::create_dir_all(merged).map_err(io_at(merged))?;
+    let lower: Vec<String> = lowers
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let options = format!("lowerdir={}", lower.join(":"));
+    let c = |s: &str| std::ffi::CString::new(s).map_err(|_| io::Error::other("NUL in path"));
+    let mount_err = |source| SnapshotError::Mount {
+        path: merged.to_path_buf(),
+        source,
+    };
+    let target = c(&merged.display().to_string()).map_err(mount_err)?;
+    let data = c(&options).map_err(mount_err)?;
+    // SAFETY: NUL-terminated strings; a lower-only overlay is read-only by construction.
+    let rc = unsafe {
+        libc::mount(
+            c"overlay".as_ptr(),
+            target.as_ptr(),
+            c"overlay".as_ptr(),
+            libc::MS_RDONLY,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(mount_err(io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -381,6 +381,73 @@ impl ImageStore {
         self.refs.set(&name.store_key(), target)
     }
 
+    fn pin_path(&self, set: &str, key: &str) -> PathBuf {
+        self.root.join("pins").join(set).join(key)
+    }
+
+    /// Keeps `target` (and everything it references) from `prune` under `set`/`key`, a name
+    /// outside the reference table: a build cache entry, for example. Written whole or not
+    /// at all.
+    pub fn pin(&self, set: &str, key: &str, target: &Target) -> Result<(), StoreError> {
+        let path = self.pin_path(set, key);
+        let dir = self.root.join("pins").join(set);
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let body = serde_json::json!({
+            "digest": target.digest.to_string(),
+            "mediaType": target.media_type,
+            "size": target.size,
+        });
+        let tmp = dir.join(format!(".{key}.{}", std::process::id()));
+        fs::write(&tmp, body.to_string()).map_err(|e| StoreError::io(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))
+    }
+
+    /// The target pinned under `set`/`key`, if any. A pin that cannot be read counts as
+    /// absent: it is a cache, rebuilt on a miss.
+    pub fn pinned(&self, set: &str, key: &str) -> Result<Option<Target>, StoreError> {
+        let path = self.pin_path(set, key);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        Ok(parse_pin(&bytes))
+    }
+
+    /// Removes every pin of `set`; returns how many there were.
+    pub fn unpin_all(&self, set: &str) -> Result<usize, StoreError> {
+        let dir = self.root.join("pins").join(set);
+        let count = match fs::read_dir(&dir) {
+            Ok(entries) => entries.count(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(StoreError::io(&dir, e)),
+        };
+        fs::remove_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        Ok(count)
+    }
+
+    /// The targets of every pin, of every set.
+    fn pinned_targets(&self) -> Result<Vec<Target>, StoreError> {
+        let mut out = Vec::new();
+        let root = self.root.join("pins");
+        let sets = match fs::read_dir(&root) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(StoreError::io(&root, e)),
+        };
+        for set in sets.flatten() {
+            let Ok(entries) = fs::read_dir(set.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if let Some(t) = fs::read(entry.path()).ok().and_then(|b| parse_pin(&b)) {
+                    out.push(t);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every blob reachable from a name. A missing child of an index is tolerated (a pull of
     /// one platform stores only that one); an unreadable document stops the walk with an error,
     /// because guessing would risk deleting what it references.
@@ -391,6 +458,11 @@ impl ImageStore {
             .list()?
             .into_iter()
             .map(|e| (e.target.digest, e.target.media_type))
+            .chain(
+                self.pinned_targets()?
+                    .into_iter()
+                    .map(|t| (t.digest, t.media_type)),
+            )
             .collect();
         while let Some((digest, media_type)) = pending.pop() {
             if !seen.insert(digest.clone()) || !self.blobs.contains(&digest) {
@@ -447,4 +519,13 @@ impl ImageStore {
         report.abandoned_ingests = self.blobs.remove_abandoned_ingests()?;
         Ok(report)
     }
+}
+
+fn parse_pin(bytes: &[u8]) -> Option<Target> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    Some(Target {
+        digest: Digest::parse(v["digest"].as_str()?).ok()?,
+        media_type: v["mediaType"].as_str()?.to_string(),
+        size: v["size"].as_u64()?,
+    })
 }
