@@ -200,6 +200,16 @@ pub fn copy_tree(
         }
         let src = src_root.join(rel_clean);
         let target = dst.join(below);
+        // A file re-included by an ignore exception comes without its (ignored) directory.
+        if let Some(parent) = target.parent() {
+            if std::fs::symlink_metadata(parent).is_err() {
+                let (uid, gid) = match options.owner {
+                    Owner::Set { uid, gid } => (uid, gid),
+                    Owner::Keep => (0, 0),
+                };
+                mkdir_all(parent, uid, gid)?;
+            }
+        }
         if copy_entry(&src, &target, options)? {
             dirs.push((src, target));
         }

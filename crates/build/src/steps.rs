@@ -753,10 +753,12 @@ fn run(
     }
     let mut locks = Vec::new();
     for (i, m) in mounts.iter().enumerate() {
-        let target = m
-            .target
-            .clone()
-            .ok_or_else(|| fail(format!("mount {:?} has no target", m.raw)))?;
+        // A secret without a target appears at /run/secrets/<id>, as in BuildKit.
+        let target = match (&m.target, m.kind, &m.id) {
+            (Some(t), _, _) => t.clone(),
+            (None, MountType::Secret, Some(id)) => format!("/run/secrets/{id}"),
+            _ => return Err(fail(format!("mount {:?} has no target", m.raw))),
+        };
         let target = absolute(&workdir, &target);
         match m.kind {
             MountType::Bind => {

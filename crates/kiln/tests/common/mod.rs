@@ -73,7 +73,10 @@ impl Env {
         fs::create_dir_all(tree.join("bin")).expect("mkdir");
         let busybox = which("busybox");
         fs::copy(&busybox, tree.join("bin/busybox")).expect("copy busybox");
-        for applet in ["sh", "ls", "echo", "cat", "httpd", "wget", "sleep", "true"] {
+        for applet in [
+            "sh", "ls", "echo", "cat", "httpd", "wget", "sleep", "true", "mkdir", "cp", "rm",
+            "touch", "wc", "id", "stat", "date",
+        ] {
             std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).expect("symlink");
         }
         let tarball = self.path("busybox.tar");
