@@ -256,6 +256,24 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), B
     Ok((uid, gid, additional))
 }
 
+/// The capabilities docker (moby's `oci/caps/defaults.go`) gives a container.
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
 /// The runtime spec for a container whose root filesystem is `rootfs`.
 pub fn spec(
     image: &ImageConfiguration,
@@ -306,6 +324,14 @@ pub fn spec(
         None => additional,
     };
     v["process"]["args"] = json!(args);
+    // Docker's default capability set: package managers and daemons that drop privileges
+    // (setuid/setgid, chown) work as they do under docker.
+    let caps = json!(DEFAULT_CAPABILITIES);
+    v["process"]["capabilities"] = json!({
+        "bounding": caps,
+        "effective": caps,
+        "permitted": caps,
+    });
     v["process"]["env"] = json!(env);
     v["process"]["cwd"] = json!(cwd);
     v["process"]["terminal"] = json!(run.terminal);
