@@ -263,10 +263,12 @@ pub fn build(
             &opts.platform.to_string(),
         ],
     );
-    let work = kiln_root
-        .join("build")
-        .join("tmp")
-        .join(format!("{}", std::process::id()));
+    let tmp_root = kiln_root.join("build").join("tmp");
+    remove_stale_work(
+        &tmp_root,
+        &Runtime::new(&opts.runtime, &kiln_root.join("runtime")),
+    );
+    let work = tmp_root.join(format!("{}", std::process::id()));
     std::fs::create_dir_all(&work)
         .map_err(|e| BuildError::Setup(format!("{}: {e}", work.display())))?;
     let snapshots = Snapshots::open(&kiln_root.join("runtime").join("snapshots"))
@@ -304,6 +306,49 @@ pub fn build(
     let built = outcome.and_then(|state| exec.finish(state));
     drop(lease);
     built
+}
+
+/// Work directories of builds whose process is gone (killed mid-step): their overlay
+/// mounts are detached, their step containers deleted and the directories removed, so a
+/// crash leaves nothing behind for long.
+fn remove_stale_work(tmp_root: &Path, runtime: &Runtime) {
+    let Ok(entries) = std::fs::read_dir(tmp_root) else {
+        return;
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(pid) = name.parse::<u32>() else {
+            continue;
+        };
+        if Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let dir = entry.path();
+        let prefix = format!("{}/", dir.display());
+        // Deepest first: a step's view mounts sit inside its directory.
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&prefix))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = kiln_runtime::snapshot::RootFs::Overlay {
+                merged: PathBuf::from(p),
+                upper: PathBuf::from(p),
+            }
+            .unmount();
+        }
+        if let Ok(steps) = std::fs::read_dir(&dir) {
+            for step in steps.flatten() {
+                let id = format!("build-{pid}-{}", step.file_name().to_string_lossy());
+                runtime.delete_runtime_state(&id);
+                let _ = std::fs::remove_dir_all(runtime.bundle_dir(&id));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 fn check_platform(platform: &Platform) -> Result<(), BuildError> {

@@ -251,6 +251,44 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(clap::Subcommand)]
+pub enum BuilderCommand {
+    /// Remove the build cache: cached steps, their layers no image uses, and cache mounts
+    Prune,
+}
+
+pub fn builder(root: &Path, cmd: BuilderCommand) -> Result<()> {
+    match cmd {
+        BuilderCommand::Prune => {
+            let store = ImageStore::open(root)?;
+            let entries = store.unpin_all(kiln_build::CACHE_PINS)?;
+            let report = store.prune()?;
+            let mounts = root.join("build").join("cache-mounts");
+            let mut bytes = report.bytes;
+            if mounts.exists() {
+                bytes += dir_size(&mounts);
+                std::fs::remove_dir_all(&mounts)
+                    .with_context(|| format!("removing {}", mounts.display()))?;
+            }
+            println!("Deleted build cache objects: {entries}");
+            println!("Total reclaimed space: {}", crate::humanize::size(bytes));
+            Ok(())
+        }
+    }
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|d| d.flatten().map(|e| dir_size(&e.path())).sum())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

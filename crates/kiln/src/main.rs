@@ -38,6 +38,9 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile
     Build(build_cmd::BuildArgs),
+    /// Manage the build cache
+    #[command(subcommand)]
+    Builder(build_cmd::BuilderCommand),
     /// Manage images in the local store
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Registry(cmd) => ok(registry_cmd::run(explicit_root.as_deref(), cmd)),
         Command::Build(args) => ok(build_cmd::run(&root, args)),
+        Command::Builder(cmd) => ok(build_cmd::builder(&root, cmd)),
         Command::Image(cmd) => ok(image_cmd::run(&root, cmd)),
         Command::Images(args) => ok(image_cmd::run(&root, image_cmd::ImageCommand::Ls(args))),
         Command::Tag(args) => ok(image_cmd::run(&root, image_cmd::ImageCommand::Tag(args))),

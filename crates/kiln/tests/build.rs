@@ -679,3 +679,113 @@ fn a_platform_without_emulation_is_refused_clearly() {
     assert!(err.contains("cannot build for linux/s390x"), "{err}");
     assert!(err.contains("qemu-user-static"), "{err}");
 }
+
+#[test]
+fn the_cache_survives_image_prune_until_builder_prune() {
+    if !require_root() {
+        return;
+    }
+    let env = setup();
+    write(&env, "f", "x\n");
+    write(
+        &env,
+        "Dockerfile",
+        &format!("FROM {BASE}\nCOPY f /f\nRUN cp /f /g\n"),
+    );
+    build(&env, &["-t", "cached:1"]);
+    env.ok(&["rmi", "cached:1"]);
+    env.ok(&["image", "prune"]);
+    let again = build(&env, &["-t", "cached:1"]);
+    assert_eq!(steps(&again).0.len(), 2, "{again}");
+    let out = env.ok(&["builder", "prune"]);
+    assert!(out.contains("Deleted build cache objects: 2"), "{out}");
+    let fresh = build(&env, &["-t", "cached:2"]);
+    assert!(steps(&fresh).0.is_empty(), "{fresh}");
+    assert_eq!(run(&env, "cached:2", &["cat", "/g"]), "x\n");
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_child_build() {
+    if !require_root() {
+        return;
+    }
+    let env = setup();
+    write(&env, "child.txt", "from the child context\n");
+    write(
+        &env,
+        "Dockerfile.parent",
+        &format!("FROM {BASE}\nONBUILD COPY child.txt /child.txt\nONBUILD RUN echo triggered > /onbuild\n"),
+    );
+    write(
+        &env,
+        "Dockerfile",
+        "FROM parent:1\nRUN cat /onbuild /child.txt > /both\n",
+    );
+    let df = env
+        .path("ctx")
+        .join("Dockerfile.parent")
+        .display()
+        .to_string();
+    build(&env, &["-f", &df, "-t", "parent:1"]);
+    assert_eq!(
+        inspect(&env, "parent:1", "{{json .Config.OnBuild}}"),
+        r#"["COPY child.txt /child.txt","RUN echo triggered > /onbuild"]"#
+    );
+    build(&env, &["-t", "child:1"]);
+    assert_eq!(
+        run(&env, "child:1", &["cat", "/both"]),
+        "triggered\nfrom the child context\n"
+    );
+    // Triggers are not inherited further.
+    assert_eq!(inspect(&env, "child:1", "{{json .Config.OnBuild}}"), "null");
+}
+
+#[test]
+fn a_build_killed_mid_step_leaves_nothing_behind_after_the_next() {
+    if !require_root() {
+        return;
+    }
+    let env = setup();
+    write(&env, "Dockerfile", &format!("FROM {BASE}\nRUN sleep 60\n"));
+    let mut child = env
+        .cmd(&["build", "--progress", "plain", "-t", "killed:1", &ctx(&env)])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("build");
+    // Wait until the step runs.
+    let mut reader = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while reader.read_line(&mut line).expect("read") > 0 {
+        if line.contains("RUN sleep 60") {
+            break;
+        }
+        line.clear();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    let tmp = env.root().join("build/tmp");
+    let mounted = || {
+        fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .filter(|l| l.contains(&tmp.display().to_string()))
+            .count()
+    };
+    assert!(mounted() > 0, "the killed build had its step mounted");
+    write(
+        &env,
+        "Dockerfile",
+        &format!("FROM {BASE}\nRUN echo ok > /ok\n"),
+    );
+    build(&env, &["-t", "after:1"]);
+    assert_eq!(mounted(), 0);
+    assert_eq!(
+        fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0),
+        0,
+        "stale work directories remain"
+    );
+    assert!(!env.run(&["inspect", "killed:1"]).status.success());
+    let left = env.ok(&["ps", "-a"]);
+    assert_eq!(left.lines().count(), 1, "{left}");
+}
