@@ -3,9 +3,11 @@
 //! sources did not change is reused; any change to a file's path, mode, link target or
 //! bytes changes its digest).
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use sha2::{Digest as _, Sha256};
 
@@ -35,6 +37,76 @@ fn io_at(path: &Path) -> impl Fn(std::io::Error) -> ContextError + '_ {
 pub struct Context {
     root: PathBuf,
     rules: IgnoreRules,
+    hashes: Mutex<FileHashes>,
+}
+
+/// What a file's content hash was computed from: when a file still has the same inode,
+/// size, modification and change times, its bytes are not read again (git's index and
+/// BuildKit's content hash cache rely on the same stat data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stat {
+    fn of(meta: &std::fs::Metadata) -> Stat {
+        Stat {
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+        }
+    }
+}
+
+/// File content hashes by context path, kept in a file between builds.
+#[derive(Default)]
+struct FileHashes {
+    file: Option<PathBuf>,
+    entries: HashMap<String, (Stat, [u8; 32])>,
+    changed: bool,
+}
+
+impl FileHashes {
+    /// Reads a cache file; anything unreadable is a cold cache, never an error.
+    fn load(file: &Path) -> FileHashes {
+        let mut entries = HashMap::new();
+        if let Ok(text) = std::fs::read_to_string(file) {
+            for line in text.lines() {
+                let Some((fields, rel)) = line.split_once('\t') else {
+                    continue;
+                };
+                let f: Vec<&str> = fields.split(' ').collect();
+                let [ino, size, mtime, ctime, hash] = f.as_slice() else {
+                    continue;
+                };
+                let (Ok(ino), Ok(size), Ok(mtime_ns), Ok(ctime_ns)) =
+                    (ino.parse(), size.parse(), mtime.parse(), ctime.parse())
+                else {
+                    continue;
+                };
+                let mut digest = [0u8; 32];
+                if hex::decode_to_slice(hash, &mut digest).is_err() {
+                    continue;
+                }
+                let stat = Stat {
+                    ino,
+                    size,
+                    mtime_ns,
+                    ctime_ns,
+                };
+                entries.insert(rel.to_string(), (stat, digest));
+            }
+        }
+        FileHashes {
+            file: Some(file.to_path_buf()),
+            entries,
+            changed: false,
+        }
+    }
 }
 
 impl Context {
@@ -62,7 +134,90 @@ impl Context {
         Ok(Context {
             root: root.to_path_buf(),
             rules,
+            hashes: Mutex::new(FileHashes::default()),
         })
+    }
+
+    /// Keeps file content hashes in `file` between builds (see [`Context::save_hashes`]).
+    pub fn with_hash_cache(self, file: &Path) -> Context {
+        Context {
+            hashes: Mutex::new(FileHashes::load(file)),
+            ..self
+        }
+    }
+
+    /// Writes the file hashes learned by this build back to the cache file (whole, or not
+    /// at all).
+    pub fn save_hashes(&self) -> Result<(), ContextError> {
+        let Ok(hashes) = self.hashes.lock() else {
+            return Ok(());
+        };
+        let Some(file) = hashes.file.as_ref().filter(|_| hashes.changed) else {
+            return Ok(());
+        };
+        let mut text = String::new();
+        for (rel, (st, digest)) in &hashes.entries {
+            if rel.contains(['\n', '\t']) {
+                continue;
+            }
+            text.push_str(&format!(
+                "{} {} {} {} {}\t{rel}\n",
+                st.ino,
+                st.size,
+                st.mtime_ns,
+                st.ctime_ns,
+                hex::encode(digest)
+            ));
+        }
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+        }
+        let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
+        std::fs::write(&tmp, text).map_err(io_at(&tmp))?;
+        std::fs::rename(&tmp, file).map_err(io_at(file))
+    }
+
+    /// The SHA-256 of a file's bytes, from the cache when its stat data is unchanged.
+    fn file_hash(
+        &self,
+        rel: &str,
+        path: &Path,
+        meta: &std::fs::Metadata,
+    ) -> Result<[u8; 32], ContextError> {
+        let stat = Stat::of(meta);
+        if let Ok(h) = self.hashes.lock() {
+            if let Some((cached, digest)) = h.entries.get(rel) {
+                if *cached == stat {
+                    return Ok(*digest);
+                }
+            }
+        }
+        let mut hash = Sha256::new();
+        let mut file = std::fs::File::open(path).map_err(io_at(path))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = file.read(&mut buf).map_err(io_at(path))?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+        }
+        let digest: [u8; 32] = hash.finalize().into();
+        // A file written in the last two seconds may be written again within the same
+        // timestamp tick, unseen; it is hashed again next time rather than trusted. (Any
+        // later write moves an older modification time, so older files are safe.)
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        let settled = now_ns - stat.mtime_ns > 2_000_000_000;
+        if settled {
+            if let Ok(mut h) = self.hashes.lock() {
+                h.entries.insert(rel.to_string(), (stat, digest));
+                h.changed = true;
+            }
+        }
+        Ok(digest)
     }
 
     pub fn root(&self) -> &Path {
@@ -76,19 +231,29 @@ impl Context {
     /// Every path under `rel` (a file or directory of the context) that the ignore rules
     /// keep, relative to the context root, in name order; directories before their contents.
     pub fn walk(&self, rel: &str) -> Result<Vec<String>, ContextError> {
+        Ok(self.walk_stat(rel)?.into_iter().map(|(p, _)| p).collect())
+    }
+
+    /// [`Context::walk`] with each path's metadata (not following symlinks).
+    fn walk_stat(&self, rel: &str) -> Result<Vec<(String, std::fs::Metadata)>, ContextError> {
         let mut out = Vec::new();
         let start = self.root.join(rel);
         let meta = std::fs::symlink_metadata(&start).map_err(io_at(&start))?;
+        let is_dir = meta.is_dir();
         if !rel.is_empty() && rel != "." && !self.is_ignored(rel) {
-            out.push(rel.to_string());
+            out.push((rel.to_string(), meta));
         }
-        if meta.is_dir() {
+        if is_dir {
             self.walk_dir(rel, &mut out)?;
         }
         Ok(out)
     }
 
-    fn walk_dir(&self, rel: &str, out: &mut Vec<String>) -> Result<(), ContextError> {
+    fn walk_dir(
+        &self,
+        rel: &str,
+        out: &mut Vec<(String, std::fs::Metadata)>,
+    ) -> Result<(), ContextError> {
         let dir = self.root.join(rel);
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .map_err(io_at(&dir))?
@@ -104,12 +269,13 @@ impl Context {
             let ignored = self.is_ignored(&child);
             let path = self.root.join(&child);
             let meta = std::fs::symlink_metadata(&path).map_err(io_at(&path))?;
+            let is_dir = meta.is_dir();
             if !ignored {
-                out.push(child.clone());
+                out.push((child.clone(), meta));
             }
             // An ignored directory is still entered when an exception may re-include
             // something inside it.
-            if meta.is_dir() && (!ignored || self.rules.has_exceptions()) {
+            if is_dir && (!ignored || self.rules.has_exceptions()) {
                 self.walk_dir(&child, out)?;
             }
         }
@@ -160,9 +326,8 @@ impl Context {
     pub fn digest(&self, paths: &[String]) -> Result<String, ContextError> {
         let mut hash = Sha256::new();
         for top in paths {
-            for rel in self.walk(top)? {
+            for (rel, meta) in self.walk_stat(top)? {
                 let path = self.root.join(&rel);
-                let meta = std::fs::symlink_metadata(&path).map_err(io_at(&path))?;
                 hash.update(rel.as_bytes());
                 hash.update([0]);
                 hash.update(meta.permissions().mode().to_le_bytes());
@@ -173,15 +338,7 @@ impl Context {
                     hash.update(target.as_os_str().as_encoded_bytes());
                 } else if meta.is_file() {
                     hash.update(meta.len().to_le_bytes());
-                    let mut file = std::fs::File::open(&path).map_err(io_at(&path))?;
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = file.read(&mut buf).map_err(io_at(&path))?;
-                        if n == 0 {
-                            break;
-                        }
-                        hash.update(&buf[..n]);
-                    }
+                    hash.update(self.file_hash(&rel, &path, &meta)?);
                 }
                 hash.update([0xff]);
             }
@@ -310,5 +467,45 @@ mod tests {
             c.digest(&["requirements.txt".into()]).expect("digest"),
             only_req
         );
+    }
+
+    #[test]
+    fn file_hashes_are_reused_until_the_stat_data_changes() {
+        let t = tree();
+        let cache = t.path().join("hashes");
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let app = t.path().join("app.py");
+        let set_old = |p: &Path| {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .expect("open")
+                .set_modified(old)
+                .expect("mtime");
+        };
+        set_old(&app);
+        let c = Context::open(t.path(), None)
+            .expect("context")
+            .with_hash_cache(&cache);
+        let before = c.digest(&["app.py".into()]).expect("digest");
+        c.save_hashes().expect("save");
+        assert!(std::fs::read_to_string(&cache)
+            .expect("cache")
+            .contains("\tapp.py"));
+        // A fresh context reads the cache and gives the same digest.
+        let again = Context::open(t.path(), None)
+            .expect("context")
+            .with_hash_cache(&cache);
+        assert_eq!(again.digest(&["app.py".into()]).expect("digest"), before);
+        // Same size, same modification time, different bytes: the change time differs.
+        std::fs::write(&app, "print('HI')\n").expect("write");
+        set_old(&app);
+        assert_ne!(again.digest(&["app.py".into()]).expect("digest"), before);
+        // A damaged cache file is a cold cache.
+        std::fs::write(&cache, "garbage\n1 2 3\tx\n").expect("write");
+        let cold = Context::open(t.path(), None)
+            .expect("context")
+            .with_hash_cache(&cache);
+        assert_ne!(cold.digest(&["app.py".into()]).expect("digest"), before);
     }
 }

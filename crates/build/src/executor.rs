@@ -219,8 +219,16 @@ pub fn build(
         ));
     }
     let ctx_id = progress.begin("[internal] load .dockerignore");
+    let hash_cache = kiln_root
+        .join("build")
+        .join("context-hashes")
+        .join(hash_key(
+            "context",
+            &[&opts.context_dir.display().to_string()],
+        ));
     let ctx = Context::open(&opts.context_dir, Some(&opts.dockerfile))
-        .map_err(|e| BuildError::Setup(format!("build context: {e}")))?;
+        .map_err(|e| BuildError::Setup(format!("build context: {e}")))?
+        .with_hash_cache(&hash_cache);
     progress.done(ctx_id);
 
     let escape = df.directives.escape;
@@ -303,6 +311,8 @@ pub fn build(
     };
     let outcome = exec.run_waves(target);
     let _ = std::fs::remove_dir_all(&work);
+    // Losing the hashes only costs reading the files again next time.
+    let _ = exec.ctx.save_hashes();
     let built = outcome.and_then(|state| exec.finish(state));
     drop(lease);
     built
@@ -315,7 +325,7 @@ fn remove_stale_work(tmp_root: &Path, runtime: &Runtime) {
     let Ok(entries) = std::fs::read_dir(tmp_root) else {
         return;
     };
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Option<String> = None;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Ok(pid) = name.parse::<u32>() else {
@@ -327,6 +337,9 @@ fn remove_stale_work(tmp_root: &Path, runtime: &Runtime) {
         let dir = entry.path();
         let prefix = format!("{}/", dir.display());
         // Deepest first: a step's view mounts sit inside its directory.
+        let mounts = mounts.get_or_insert_with(|| {
+            std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+        });
         let mut points: Vec<&str> = mounts
             .lines()
             .filter_map(|l| l.split(' ').nth(4))
