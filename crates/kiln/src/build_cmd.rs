@@ -241,7 +241,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         for tag in &tags {
             client_cmd::push(
                 root,
-                PushArgs::for_image(&tag.to_string(), args.registry.clone(), true),
+                PushArgs::for_image(&tag.to_string(), args.registry.clone(), args.quiet),
             )?;
         }
     }

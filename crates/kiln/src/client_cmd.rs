@@ -148,6 +148,9 @@ pub struct PushArgs {
     concurrency: usize,
     #[command(flatten)]
     registry: RegistryArgs,
+    /// Print nothing at all (a push inside `kiln build -q --push`).
+    #[arg(skip)]
+    silent: bool,
 }
 
 /// Normalizes a server argument (`https://host/v1/`, `host`) to a registry host.
@@ -313,12 +316,13 @@ pub fn pull(root: &Path, args: PullArgs) -> Result<()> {
 
 impl PushArgs {
     /// `kiln push IMAGE` with these registry settings (`kiln build --push`).
-    pub fn for_image(image: &str, registry: RegistryArgs, quiet: bool) -> PushArgs {
+    pub fn for_image(image: &str, registry: RegistryArgs, silent: bool) -> PushArgs {
         PushArgs {
             image: image.to_string(),
-            quiet,
+            quiet: silent,
             concurrency: kiln_client::DEFAULT_CONCURRENCY,
             registry,
+            silent,
         }
     }
 }
@@ -381,6 +385,9 @@ pub fn push(root: &Path, args: PushArgs) -> Result<()> {
         ))
         .with_context(|| format!("pushing {}", destination.familiar()))?;
     display.finish();
+    if args.silent {
+        return Ok(());
+    }
     if args.quiet {
         println!("{}", pushed.digest);
     } else {

@@ -279,6 +279,36 @@ fn changing_the_app_rebuilds_only_the_last_steps_and_pushes_only_new_layers() {
         4,
         "{pushed}"
     );
+
+    // --push: built and uploaded in one command; ADD of a URL downloads it.
+    write(
+        &env,
+        "Dockerfile",
+        &format!(
+            "FROM {BASE}\nADD http://{}/v2/ /api-root.json\nCMD [\"cat\", \"/api-root.json\"]\n",
+            registry.host
+        ),
+    );
+    let id = env.ok(&[
+        "build",
+        "-q",
+        "--push",
+        "-t",
+        &format!("{name}:3"),
+        &ctx(&env),
+    ]);
+    assert_eq!(id.trim(), inspect(&env, &format!("{name}:3"), "{{.Id}}"));
+    let fresh = Env::new();
+    fresh.ok(&["pull", &format!("{name}:3")]);
+    assert_eq!(run(&fresh, &format!("{name}:3"), &[]), "{}");
+    assert_eq!(
+        run(
+            &fresh,
+            &format!("{name}:3"),
+            &["stat", "-c", "%a", "/api-root.json"]
+        ),
+        "600\n"
+    );
 }
 
 #[test]
