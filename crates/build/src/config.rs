@@ -4,6 +4,19 @@
 
 use serde_json::{json, Map, Value};
 
+/// The strings of a JSON array (others skipped); nothing for anything else.
+fn strings(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The `PATH` an image from `scratch` gets, as in BuildKit.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -135,15 +148,7 @@ impl ImageConfig {
 
     /// The `OnBuild` triggers a base image carries, which its children run first.
     pub fn onbuild(&self) -> Vec<String> {
-        self.container_field("OnBuild")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
+        strings(self.container_field("OnBuild"))
     }
 
     pub fn push_onbuild(&mut self, trigger: &str) {
@@ -154,28 +159,16 @@ impl ImageConfig {
 
     /// Shell for shell-form commands (`SHELL`), default `/bin/sh -c`.
     pub fn shell(&self) -> Vec<String> {
-        self.container_field("Shell")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .filter(|s: &Vec<String>| !s.is_empty())
-            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+        let shell = strings(self.container_field("Shell"));
+        if shell.is_empty() {
+            vec!["/bin/sh".into(), "-c".into()]
+        } else {
+            shell
+        }
     }
 
     pub fn diff_ids(&self) -> Vec<String> {
-        self.doc["rootfs"]["diff_ids"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
+        strings(self.doc["rootfs"].get("diff_ids"))
     }
 
     pub fn push_diff_id(&mut self, diff_id: &str) {

@@ -125,16 +125,6 @@ fn hash_key(parent: &str, parts: &[&str]) -> String {
     format!("{:x}", h.finalize())
 }
 
-fn rfc3339(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
-}
-
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -479,7 +469,7 @@ impl Exec<'_> {
 
     fn created(&self) -> String {
         match self.opts.source_date_epoch {
-            Some(e) => rfc3339(e),
+            Some(e) => kiln_image::model::rfc3339(e),
             None => now_rfc3339(),
         }
     }
@@ -488,8 +478,11 @@ impl Exec<'_> {
     /// a fully cached build is the same image again.
     fn config_step_time(&self, state: &State) -> String {
         match self.opts.source_date_epoch {
-            Some(e) => rfc3339(e),
-            None => state.config.last_created().unwrap_or_else(|| rfc3339(0)),
+            Some(e) => kiln_image::model::rfc3339(e),
+            None => state
+                .config
+                .last_created()
+                .unwrap_or_else(|| kiln_image::model::rfc3339(0)),
         }
     }
 

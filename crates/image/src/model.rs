@@ -187,6 +187,18 @@ pub fn parse_config(bytes: &[u8]) -> Result<ImageConfiguration, ModelError> {
 }
 
 /// The digest of a descriptor, restricted to the algorithms kiln can verify.
+/// A Unix time as image configs write it (`created`, history): RFC 3339 in UTC; times
+/// outside RFC 3339's range give the epoch.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+}
+
 pub fn descriptor_digest(d: &Descriptor) -> Result<Digest, ModelError> {
     Ok(Digest::try_from(d.digest())?)
 }

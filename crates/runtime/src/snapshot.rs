@@ -321,77 +321,59 @@ pub fn mount_overlay(
     for d in [upper, work, merged] {
         std::fs::create_dir_all(d).map_err(io_at(d))?;
     }
-    // Uppermost layer first.
-    let lower: Vec<String> = lowers
-        .iter()
-        .rev()
-        .map(|p| p.display().to_string())
-        .collect();
     let base = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
+        "{},upperdir={},workdir={}",
+        lowerdir_option(lowers),
         upper.display(),
         work.display()
     );
-    let c = |s: &str| std::ffi::CString::new(s).map_err(|_| io::Error::other("NUL in path"));
-    let mount_err = |source| SnapshotError::Mount {
-        path: merged.to_path_buf(),
-        source,
-    };
-    let target = c(&merged.display().to_string()).map_err(mount_err)?;
-    let mut last = io::Error::other("no mount attempted");
     // Kernels built without the redirect_dir/metacopy features refuse the options; their
     // defaults are the behaviour asked for.
-    for options in [
-        format!("{base},redirect_dir=off,metacopy=off"),
-        base.clone(),
-    ] {
-        let data = c(&options).map_err(mount_err)?;
-        // SAFETY: NUL-terminated strings; mounts overlayfs with the options built above.
-        let rc = unsafe {
-            libc::mount(
-                c"overlay".as_ptr(),
-                target.as_ptr(),
-                c"overlay".as_ptr(),
-                0,
-                data.as_ptr().cast(),
-            )
-        };
-        if rc == 0 {
-            return Ok(());
+    match mount_overlayfs(merged, &format!("{base},redirect_dir=off,metacopy=off"), 0) {
+        Err(SnapshotError::Mount { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => {
+            mount_overlayfs(merged, &base, 0)
         }
-        last = io::Error::last_os_error();
-        if last.raw_os_error() != Some(libc::EINVAL) {
-            break;
-        }
+        other => other,
     }
-    Err(mount_err(last))
 }
 
 /// Mounts `lowers` (lowest first) read-only at `merged`: a view of an image's files with
 /// nothing to write to (a build's `COPY --from` source).
 pub fn mount_read_only(lowers: &[PathBuf], merged: &Path) -> Result<(), SnapshotError> {
     std::fs::create_dir_all(merged).map_err(io_at(merged))?;
+    // A lower-only overlay is read-only by construction; MS_RDONLY says so to the kernel.
+    mount_overlayfs(merged, &lowerdir_option(lowers), libc::MS_RDONLY)
+}
+
+/// `lowerdir=` with the uppermost layer first.
+fn lowerdir_option(lowers: &[PathBuf]) -> String {
     let lower: Vec<String> = lowers
         .iter()
         .rev()
         .map(|p| p.display().to_string())
         .collect();
-    let options = format!("lowerdir={}", lower.join(":"));
+    format!("lowerdir={}", lower.join(":"))
+}
+
+fn mount_overlayfs(
+    merged: &Path,
+    options: &str,
+    flags: libc::c_ulong,
+) -> Result<(), SnapshotError> {
     let c = |s: &str| std::ffi::CString::new(s).map_err(|_| io::Error::other("NUL in path"));
     let mount_err = |source| SnapshotError::Mount {
         path: merged.to_path_buf(),
         source,
     };
     let target = c(&merged.display().to_string()).map_err(mount_err)?;
-    let data = c(&options).map_err(mount_err)?;
-    // SAFETY: NUL-terminated strings; a lower-only overlay is read-only by construction.
+    let data = c(options).map_err(mount_err)?;
+    // SAFETY: NUL-terminated strings; mounts overlayfs with the options given.
     let rc = unsafe {
         libc::mount(
             c"overlay".as_ptr(),
             target.as_ptr(),
             c"overlay".as_ptr(),
-            libc::MS_RDONLY,
+            flags,
             data.as_ptr().cast(),
         )
     };

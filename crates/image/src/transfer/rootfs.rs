@@ -86,13 +86,7 @@ pub fn import_rootfs(
     let blob = gzip.finish().map_err(|e| TransferError::io(path, e))?;
     let layer = blob.finish()?;
 
-    let created = time::OffsetDateTime::from_unix_timestamp(options.created)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string());
+    let created = crate::model::rfc3339(options.created);
     let mut env =
         vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
     env.extend(options.env.iter().cloned());
