@@ -19,6 +19,7 @@ use crate::dockerfile::{
 use crate::executor::{scope_env, Exec, LayerRef, State};
 use crate::fsops::{self, CopyOptions, Owner};
 use crate::graph;
+use crate::ignore::IgnoreRules;
 use crate::progress::StepId;
 
 /// Why a step failed: the message, and the last lines of its output.
@@ -62,6 +63,11 @@ enum Kind {
         chown: Option<String>,
         chmod: Option<u32>,
         unpack_archives: bool,
+        /// `--exclude` patterns, matched (with `.dockerignore` rules) against paths below
+        /// each source.
+        excludes: IgnoreRules,
+        /// `--parents`: context sources keep their path below the destination.
+        parents: bool,
     },
     Run {
         argv: Vec<String>,
@@ -128,6 +134,8 @@ pub(crate) fn plan(
             &env,
             CopyParts {
                 sources: &c.sources,
+                excludes: &c.excludes,
+                parents: c.parents,
                 dest: &c.dest,
                 from: c.from.as_deref(),
                 chown: c.chown.as_deref(),
@@ -146,6 +154,8 @@ pub(crate) fn plan(
                 &env,
                 CopyParts {
                     sources: &a.sources,
+                    excludes: &a.excludes,
+                    parents: false,
                     dest: &a.dest,
                     from: None,
                     chown: a.chown.as_deref(),
@@ -256,6 +266,8 @@ fn run_script(
 
 struct CopyParts<'a> {
     sources: &'a [CopySource],
+    excludes: &'a [String],
+    parents: bool,
     dest: &'a str,
     from: Option<&'a str>,
     chown: Option<&'a str>,
@@ -370,7 +382,16 @@ fn plan_copy(
         .chmod
         .map(|c| expand(c).and_then(|c| fsops::parse_chmod(&c)))
         .transpose()?;
-    key_inputs.push(format!("chown={chown:?} chmod={chmod:?} add={}", parts.add));
+    let mut patterns = Vec::new();
+    for e in parts.excludes {
+        patterns.push(expand(e)?);
+    }
+    let excludes =
+        IgnoreRules::parse(&patterns.join("\n")).map_err(|e| format!("--exclude: {e}"))?;
+    key_inputs.push(format!(
+        "chown={chown:?} chmod={chmod:?} add={} exclude={patterns:?} parents={}",
+        parts.add, parts.parents
+    ));
     Ok(Planned {
         key_inputs,
         workdir: None,
@@ -381,6 +402,8 @@ fn plan_copy(
             chown,
             chmod,
             unpack_archives: parts.add,
+            excludes,
+            parents: parts.parents,
         },
     })
 }
@@ -431,6 +454,8 @@ pub(crate) fn execute(
             chown,
             chmod,
             unpack_archives,
+            excludes,
+            parents,
         } => {
             let owner = match chown {
                 Some(c) => {
@@ -451,6 +476,8 @@ pub(crate) fn execute(
                     owner,
                     *chmod,
                     *unpack_archives,
+                    excludes,
+                    *parents,
                 )
                 .map_err(fail)?;
             }
@@ -521,6 +548,8 @@ fn copy_source(
     owner: Option<(u32, u32)>,
     chmod: Option<u32>,
     unpack_archives: bool,
+    excludes: &IgnoreRules,
+    parents: bool,
 ) -> Result<(), String> {
     match source {
         Source::Inline { name, data, mode } => {
@@ -544,10 +573,41 @@ fn copy_source(
             };
             let ctx_root = exec.ctx.root();
             for rel in rels {
+                if excludes.is_ignored(&base_name(rel)) {
+                    continue;
+                }
                 let src = ctx_root.join(rel);
                 let meta = std::fs::metadata(&src).map_err(|e| format!("{rel}: {e}"))?;
+                // With --parents the source's own path is kept below the destination.
+                let dest_owned;
+                let dest = if parents {
+                    dest_owned = format!(
+                        "{}/{}",
+                        dest.trim_end_matches('/'),
+                        rel.trim_start_matches("./")
+                    );
+                    if let Some(parent) = Path::new(&dest_owned).parent() {
+                        let p = fsops::resolve_in_root(root, &parent.display().to_string(), true)
+                            .map_err(|e| format!("{dest_owned}: {e}"))?;
+                        fsops::mkdir_all(&p, 0, 0).map_err(|e| format!("{dest_owned}: {e}"))?;
+                    }
+                    dest_owned.as_str()
+                } else {
+                    dest
+                };
+                let dest_is_dir = dest_is_dir && !parents;
                 if meta.is_dir() {
-                    let entries = exec.ctx.walk(rel).map_err(|e| e.to_string())?;
+                    let top = format!("{}/", rel.trim_end_matches('/'));
+                    let entries: Vec<String> = exec
+                        .ctx
+                        .walk(rel)
+                        .map_err(|e| e.to_string())?
+                        .into_iter()
+                        .filter(|p| match p.strip_prefix(&top) {
+                            Some(below) => !excludes.is_ignored(below),
+                            None => true,
+                        })
+                        .collect();
                     let target = fsops::resolve_in_root(root, dest, true)
                         .map_err(|e| format!("{dest}: {e}"))?;
                     if let Some(parent) = target.parent() {
@@ -568,7 +628,18 @@ fn copy_source(
         Source::Layers { layers, path } => {
             let lowers = exec.lower_dirs(layers)?;
             snapshot::mount_read_only(&lowers, view).map_err(|e| e.to_string())?;
-            let result = copy_from_view(view, path, root, dest, dest_is_dir, owner, chmod);
+            let result = copy_from_view(
+                view,
+                path,
+                root,
+                CopyTarget {
+                    dest,
+                    dest_is_dir,
+                    owner,
+                    chmod,
+                },
+                excludes,
+            );
             let _ = kiln_runtime::snapshot::RootFs::Overlay {
                 merged: view.to_path_buf(),
                 upper: view.to_path_buf(),
@@ -579,15 +650,27 @@ fn copy_source(
     }
 }
 
+/// Where and how copied files land.
+struct CopyTarget<'a> {
+    dest: &'a str,
+    dest_is_dir: bool,
+    owner: Option<(u32, u32)>,
+    chmod: Option<u32>,
+}
+
 fn copy_from_view(
     view: &Path,
     path: &str,
     root: &Path,
-    dest: &str,
-    dest_is_dir: bool,
-    owner: Option<(u32, u32)>,
-    chmod: Option<u32>,
+    target: CopyTarget<'_>,
+    excludes: &IgnoreRules,
 ) -> Result<(), String> {
+    let CopyTarget {
+        dest,
+        dest_is_dir,
+        owner,
+        chmod,
+    } = target;
     let options = CopyOptions {
         owner: match owner {
             Some((uid, gid)) => Owner::Set { uid, gid },
@@ -639,9 +722,20 @@ fn copy_from_view(
             .unwrap_or_default()]
     };
     for rel in matches {
+        if excludes.is_ignored(&base_name(&rel)) {
+            continue;
+        }
         let src = view.join(&rel);
         let meta = std::fs::symlink_metadata(&src).map_err(|e| format!("{rel}: {e}"))?;
-        let entries = fsops::walk_all(view, &rel).map_err(|e| format!("{rel}: {e}"))?;
+        let top = format!("{}/", rel.trim_end_matches('/'));
+        let entries: Vec<String> = fsops::walk_all(view, &rel)
+            .map_err(|e| format!("{rel}: {e}"))?
+            .into_iter()
+            .filter(|p| match p.strip_prefix(&top) {
+                Some(below) => !excludes.is_ignored(below),
+                None => true,
+            })
+            .collect();
         let target = if meta.is_dir() {
             let t = fsops::resolve_in_root(root, dest, true).map_err(|e| format!("{dest}: {e}"))?;
             if let Some(parent) = t.parent() {

@@ -547,6 +547,9 @@ fn instructions_and_flags_do_what_docker_does() {
     );
     write(&env, "app.sh", "echo app\n");
     write(&env, "secret.txt", "s3cret\n");
+    write(&env, "docs/guide.md", "guide\n");
+    write(&env, "docs/api/ref.md", "ref\n");
+    write(&env, "docs/api/schema.json", "{}\n");
     write(
         &env,
         "Dockerfile",
@@ -569,6 +572,8 @@ WORKDIR $APP_HOME
 ADD bundle.tar.gz /opt/bundle/
 COPY --chmod=0755 --chown=1000:1000 app.sh ./bin/
 COPY --from=tools /tools/t.txt /opt/
+COPY --exclude=**/*.md docs /docs
+COPY --parents docs/api/schema.json app.sh /p/
 COPY <<EOF /etc/motd
 welcome to ${{VERSION}} ($FLAVOR)
 EOF
@@ -628,6 +633,14 @@ CMD ["cat /build-info"]
         "1\n2\n"
     );
     assert_eq!(check("cat /opt/t.txt /via-bind"), "tool\ntool\n");
+    assert_eq!(
+        check("cd /docs && ls -R"),
+        ".:\napi\n\n./api:\nschema.json\n"
+    );
+    assert_eq!(
+        check("cat /p/docs/api/schema.json /p/app.sh"),
+        "{}\necho app\n"
+    );
     assert_eq!(check("cat /etc/motd"), "welcome to 0.1 (blue)\n");
     assert_eq!(check("cat /secret-len"), "7\n");
     assert_eq!(check("ls /run/secrets 2>/dev/null | wc -l"), "0\n");
