@@ -256,8 +256,14 @@ impl Snapshots {
             let _ = std::fs::remove_dir_all(dir);
             return Ok(done.join("fs"));
         }
-        let tmp = self.dir.join(format!("tmp-adopt-{}", chain.hex()));
-        let _ = std::fs::remove_dir_all(&tmp);
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        // Unique per call: two steps may adopt the same content at once.
+        let tmp = self.dir.join(format!(
+            "tmp-adopt-{}-{}-{}",
+            chain.hex(),
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
         std::fs::rename(dir, tmp.join("fs")).map_err(io_at(dir))?;
         match std::fs::rename(&tmp, &done) {
@@ -265,7 +271,10 @@ impl Snapshots {
             Err(_) if done.join("fs").is_dir() => {
                 let _ = std::fs::remove_dir_all(&tmp);
             }
-            Err(e) => return Err(io_at(&done)(e)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(io_at(&done)(e));
+            }
         }
         Ok(done.join("fs"))
     }
