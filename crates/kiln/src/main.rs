@@ -4,6 +4,7 @@ mod build_cmd;
 mod client_cmd;
 mod cluster_cmd;
 mod crictl_cmd;
+mod deferred;
 mod gotemplate;
 mod humanize;
 mod image_cmd;
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use deferred::Deferred;
 
 #[derive(Parser)]
 #[command(
@@ -37,55 +39,55 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build an image from a Dockerfile
-    Build(build_cmd::BuildArgs),
+    Build(Deferred<build_cmd::BuildArgs>),
     /// Manage the build cache
     #[command(subcommand)]
-    Builder(build_cmd::BuilderCommand),
+    Builder(Deferred<build_cmd::BuilderCommand>),
     /// Manage images in the local store
     #[command(subcommand)]
-    Image(image_cmd::ImageCommand),
+    Image(Deferred<image_cmd::ImageCommand>),
     /// List images
-    Images(image_cmd::ListArgs),
+    Images(Deferred<image_cmd::ListArgs>),
     /// Give an image another name: kiln tag SOURCE[:TAG] TARGET[:TAG]
-    Tag(image_cmd::TagArgs),
+    Tag(Deferred<image_cmd::TagArgs>),
     /// Remove image names (and the images no name reaches any more)
-    Rmi(image_cmd::RemoveArgs),
+    Rmi(Deferred<image_cmd::RemoveArgs>),
     /// Show images' details as JSON, or through a Go template
-    Inspect(image_cmd::InspectArgs),
+    Inspect(Deferred<image_cmd::InspectArgs>),
     /// Run an OCI distribution registry
     #[command(subcommand)]
-    Registry(registry_cmd::RegistryCommand),
+    Registry(Deferred<registry_cmd::RegistryCommand>),
     /// Log in to a registry (credentials are saved in docker's config file)
-    Login(client_cmd::LoginArgs),
+    Login(Deferred<client_cmd::LoginArgs>),
     /// Log out from a registry
-    Logout(client_cmd::LogoutArgs),
+    Logout(Deferred<client_cmd::LogoutArgs>),
     /// Download an image from a registry
-    Pull(client_cmd::PullArgs),
+    Pull(Deferred<client_cmd::PullArgs>),
     /// Upload an image to a registry
-    Push(client_cmd::PushArgs),
+    Push(Deferred<client_cmd::PushArgs>),
     /// Run a command in a new container
-    Run(run_cmd::RunArgs),
+    Run(Deferred<run_cmd::RunArgs>),
     /// List containers
-    Ps(run_cmd::PsArgs),
+    Ps(Deferred<run_cmd::PsArgs>),
     /// Show a container's output
-    Logs(run_cmd::LogsArgs),
+    Logs(Deferred<run_cmd::LogsArgs>),
     /// Run a command in a running container
-    Exec(run_cmd::ExecArgs),
+    Exec(Deferred<run_cmd::ExecArgs>),
     /// Stop running containers (SIGTERM, then SIGKILL)
-    Stop(run_cmd::StopArgs),
+    Stop(Deferred<run_cmd::StopArgs>),
     /// Remove containers
-    Rm(run_cmd::RmArgs),
+    Rm(Deferred<run_cmd::RmArgs>),
     /// Start the cluster: the Kubernetes API server (kubectl's kubeconfig is written for you)
-    Up(cluster_cmd::UpArgs),
+    Up(Deferred<cluster_cmd::UpArgs>),
     /// Stop the cluster started by `kiln up`
-    Down(cluster_cmd::DownArgs),
+    Down(Deferred<cluster_cmd::DownArgs>),
     /// Run the node agent: join an API server and run the pods bound to this node
-    Node(node_cmd::NodeArgs),
+    Node(Deferred<node_cmd::NodeArgs>),
     /// Inspect the node's pods, containers and images, as crictl shows them
     #[command(subcommand)]
-    Crictl(crictl_cmd::CrictlCommand),
+    Crictl(Deferred<crictl_cmd::CrictlCommand>),
     #[command(hide = true)]
-    ContainerShim(run_cmd::ShimArgs),
+    ContainerShim(Deferred<run_cmd::ShimArgs>),
 }
 
 fn main() -> ExitCode {
@@ -95,32 +97,38 @@ fn main() -> ExitCode {
     let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let is_run = matches!(cli.command, Command::Run(_));
     let result = match cli.command {
-        Command::Registry(cmd) => ok(registry_cmd::run(explicit_root.as_deref(), cmd)),
-        Command::Build(args) => ok(build_cmd::run(&root, args)),
-        Command::Builder(cmd) => ok(build_cmd::builder(&root, cmd)),
-        Command::Image(cmd) => ok(image_cmd::run(&root, cmd)),
-        Command::Images(args) => ok(image_cmd::run(&root, image_cmd::ImageCommand::Ls(args))),
-        Command::Tag(args) => ok(image_cmd::run(&root, image_cmd::ImageCommand::Tag(args))),
-        Command::Rmi(args) => ok(image_cmd::run(&root, image_cmd::ImageCommand::Rm(args))),
-        Command::Inspect(args) => ok(image_cmd::run(
+        Command::Registry(Deferred(cmd)) => ok(registry_cmd::run(explicit_root.as_deref(), cmd)),
+        Command::Build(Deferred(args)) => ok(build_cmd::run(&root, args)),
+        Command::Builder(Deferred(cmd)) => ok(build_cmd::builder(&root, cmd)),
+        Command::Image(Deferred(cmd)) => ok(image_cmd::run(&root, cmd)),
+        Command::Images(Deferred(args)) => {
+            ok(image_cmd::run(&root, image_cmd::ImageCommand::Ls(args)))
+        }
+        Command::Tag(Deferred(args)) => {
+            ok(image_cmd::run(&root, image_cmd::ImageCommand::Tag(args)))
+        }
+        Command::Rmi(Deferred(args)) => {
+            ok(image_cmd::run(&root, image_cmd::ImageCommand::Rm(args)))
+        }
+        Command::Inspect(Deferred(args)) => ok(image_cmd::run(
             &root,
             image_cmd::ImageCommand::Inspect(args),
         )),
-        Command::Login(args) => ok(client_cmd::login(args)),
-        Command::Logout(args) => ok(client_cmd::logout(args)),
-        Command::Pull(args) => ok(client_cmd::pull(&root, args)),
-        Command::Push(args) => ok(client_cmd::push(&root, args)),
-        Command::Run(args) => run_cmd::run(&root, args),
-        Command::Exec(args) => run_cmd::exec(&root, args),
-        Command::Ps(args) => ok(run_cmd::ps(&root, args)),
-        Command::Logs(args) => ok(run_cmd::logs(&root, args)),
-        Command::Stop(args) => ok(run_cmd::stop(&root, args)),
-        Command::Rm(args) => ok(run_cmd::rm(&root, args)),
-        Command::ContainerShim(args) => ok(run_cmd::shim(&root, args)),
-        Command::Up(args) => ok(cluster_cmd::up(&root, args)),
-        Command::Down(args) => ok(cluster_cmd::down(&root, args)),
-        Command::Node(args) => ok(node_cmd::run(&root, args)),
-        Command::Crictl(cmd) => ok(crictl_cmd::run(&root, cmd)),
+        Command::Login(Deferred(args)) => ok(client_cmd::login(args)),
+        Command::Logout(Deferred(args)) => ok(client_cmd::logout(args)),
+        Command::Pull(Deferred(args)) => ok(client_cmd::pull(&root, args)),
+        Command::Push(Deferred(args)) => ok(client_cmd::push(&root, args)),
+        Command::Run(Deferred(args)) => run_cmd::run(&root, args),
+        Command::Exec(Deferred(args)) => run_cmd::exec(&root, args),
+        Command::Ps(Deferred(args)) => ok(run_cmd::ps(&root, args)),
+        Command::Logs(Deferred(args)) => ok(run_cmd::logs(&root, args)),
+        Command::Stop(Deferred(args)) => ok(run_cmd::stop(&root, args)),
+        Command::Rm(Deferred(args)) => ok(run_cmd::rm(&root, args)),
+        Command::ContainerShim(Deferred(args)) => ok(run_cmd::shim(&root, args)),
+        Command::Up(Deferred(args)) => ok(cluster_cmd::up(&root, args)),
+        Command::Down(Deferred(args)) => ok(cluster_cmd::down(&root, args)),
+        Command::Node(Deferred(args)) => ok(node_cmd::run(&root, args)),
+        Command::Crictl(Deferred(cmd)) => ok(crictl_cmd::run(&root, cmd)),
     };
     match result {
         Ok(code) => code,
