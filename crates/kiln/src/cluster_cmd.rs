@@ -341,7 +341,11 @@ fn serve(root: &Path, args: UpArgs) -> Result<()> {
                     }
                 });
             }
-            std::fs::write(ready_path(root), marker).context("writing the ready marker")?;
+            // Written whole and renamed into place: the starting `kiln up` polls for this
+            // file and must never read it half-written.
+            let staging = ready_path(root).with_extension("tmp");
+            std::fs::write(&staging, marker).context("writing the ready marker")?;
+            std::fs::rename(&staging, ready_path(root)).context("writing the ready marker")?;
             print_ready(&ready.url, ready.insecure_url.as_deref(), &kubeconfig);
             Ok(())
         })();
